@@ -1,0 +1,78 @@
+"""rodin-async: a fast, safe asyncio client for the Hyper3D Rodin API.
+
+Bulk-download generation results in parallel::
+
+    async with rodin_async.AsyncRodin() as rodin:
+        async for result in rodin.download_many(task_uuids, "results"):
+            print(result.task_uuid, result.ok)
+"""
+
+from __future__ import annotations
+
+from ._client import AsyncRodin
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    ClientClosedError,
+    ConfigurationError,
+    DestinationError,
+    DownloadError,
+    InvalidTaskError,
+    RateLimitError,
+    ResponseFormatError,
+    RodinError,
+    TaskDownloadError,
+    TimeoutError,
+    TransportError,
+)
+from ._models import DownloadedFile, ResultFile, TaskDownload
+from ._progress import (
+    FileFailed,
+    FileFinished,
+    FileProgress,
+    FileRetried,
+    FileStarted,
+    ProgressCallback,
+    ProgressEvent,
+    TaskFinished,
+    TaskStarted,
+)
+from ._retry import RetryPolicy
+
+__all__ = [
+    "APIError",
+    "AsyncRodin",
+    "AuthenticationError",
+    "ClientClosedError",
+    "ConfigurationError",
+    "DestinationError",
+    "DownloadError",
+    "DownloadedFile",
+    "FileFailed",
+    "FileFinished",
+    "FileProgress",
+    "FileRetried",
+    "FileStarted",
+    "InvalidTaskError",
+    "ProgressCallback",
+    "ProgressEvent",
+    "RateLimitError",
+    "ResponseFormatError",
+    "ResultFile",
+    "RetryPolicy",
+    "RodinError",
+    "TaskDownload",
+    "TaskDownloadError",
+    "TaskFinished",
+    "TaskStarted",
+    "TimeoutError",
+    "TransportError",
+]
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("rodin-async")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,221 @@
+"""The exception tree of rodin-async.
+
+Everything the public API raises derives from `RodinError`::
+
+    RodinError
+    ├── ConfigurationError          bad client set-up (no API key, bad options); also ValueError
+    ├── ClientClosedError           the client is closed (or was never opened with async with)
+    ├── InvalidTaskError            a blank or malformed task uuid; also ValueError
+    ├── DestinationError            the destination folder can't be used or written
+    ├── APIError                    the API answered, but not with what we asked for
+    │   ├── AuthenticationError     401/403: the key is missing, wrong or inactive
+    │   ├── RateLimitError          429: slow down (carries ``retry_after``)
+    │   └── ResponseFormatError     the body isn't the JSON shape the docs describe
+    ├── TransportError              the request never got a complete answer
+    │   └── TimeoutError            connect/read/write timed out (also the builtin TimeoutError)
+    ├── DownloadError               one result file could not be downloaded
+    └── TaskDownloadError           one or more files of a task failed (carries each DownloadError)
+
+Lower-level exceptions (httpx, cattrs, OSError) are translated in `translate_http_errors`
+and the converter's own wrapper; they stay reachable as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import httpx
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "ClientClosedError",
+    "ConfigurationError",
+    "DestinationError",
+    "DownloadError",
+    "InvalidTaskError",
+    "RateLimitError",
+    "ResponseFormatError",
+    "RodinError",
+    "TaskDownloadError",
+    "TimeoutError",
+    "TransportError",
+    "redact_url",
+]
+
+
+class RodinError(Exception):
+    """Base class of every error rodin-async raises on purpose."""
+
+
+class ConfigurationError(RodinError, ValueError):
+    """The client was set up in a way that cannot work (for example, no API key)."""
+
+
+class ClientClosedError(RodinError, RuntimeError):
+    """The client was used after `aclose`, or in a way that needs ``async with``."""
+
+
+class InvalidTaskError(RodinError, ValueError):
+    """A task uuid is blank or cannot name a folder."""
+
+
+class DestinationError(RodinError):
+    """The destination folder is not a directory or cannot be written."""
+
+
+class APIError(RodinError):
+    """The Rodin API refused the request or answered with an error.
+
+    Attributes:
+        code: The API's ``error`` string (e.g. ``"NO_ACTIVE_SUBSCRIPTION"``), if any.
+        status_code: The HTTP status of the answer.
+        message: The API's human-readable ``message``, if any.
+        retry_after: Seconds the server asked us to wait before trying again, if it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.code = code
+        self.status_code = status_code
+        self.message = message
+        self.retry_after = retry_after
+        super().__init__(_describe(message, code, status_code))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_api_error,
+            (type(self), self.message, self.code, self.status_code, self.retry_after),
+        )
+
+
+def _rebuild_api_error(
+    cls: type[APIError],
+    message: str,
+    code: str | None,
+    status_code: int | None,
+    retry_after: float | None,
+) -> APIError:
+    return cls(message, code=code, status_code=status_code, retry_after=retry_after)
+
+
+def _describe(message: str, code: str | None, status_code: int | None) -> str:
+    parts = [p for p in (code, f"HTTP {status_code}" if status_code else None) if p]
+    return f"{message} ({', '.join(parts)})" if parts else message
+
+
+class AuthenticationError(APIError):
+    """The API key was rejected (HTTP 401/403). Check ``RODIN_API_KEY``."""
+
+
+class RateLimitError(APIError):
+    """The API throttled us (HTTP 429) and retries did not get through."""
+
+
+class ResponseFormatError(APIError):
+    """The API answered 2xx, but the body is not the documented JSON shape."""
+
+
+class TransportError(RodinError):
+    """The connection failed before a complete answer arrived."""
+
+
+class TimeoutError(TransportError, builtins.TimeoutError):
+    """Connecting, reading or writing took longer than the configured timeout."""
+
+
+class DownloadError(RodinError):
+    """A result file could not be downloaded, even after retries.
+
+    Attributes:
+        name: The file's name as the API listed it.
+        url: The file's URL without its query string (presigned URLs carry credentials).
+        status_code: The last HTTP status the file host answered, if any.
+        retry_after: Seconds the file host asked us to wait, if it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str,
+        url: str,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.name = name
+        self.url = redact_url(url)
+        self.status_code = status_code
+        self.retry_after = retry_after
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_download_error,
+            (type(self), self.args[0], self.name, self.url, self.status_code, self.retry_after),
+        )
+
+
+def _rebuild_download_error(
+    cls: type[DownloadError],
+    message: str,
+    name: str,
+    url: str,
+    status_code: int | None,
+    retry_after: float | None,
+) -> DownloadError:
+    return cls(message, name=name, url=url, status_code=status_code, retry_after=retry_after)
+
+
+class TaskDownloadError(RodinError):
+    """Some files of a task failed; the rest were downloaded.
+
+    Attributes:
+        task_uuid: The task whose files failed.
+        errors: One `DownloadError` per failed file.
+    """
+
+    def __init__(self, task_uuid: str, errors: Sequence[DownloadError]) -> None:
+        self.task_uuid = task_uuid
+        self.errors = tuple(errors)
+        lines = "; ".join(f"{e.name!r}: {e}" for e in self.errors)
+        super().__init__(f"task {task_uuid}: {len(self.errors)} file(s) failed: {lines}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.task_uuid, self.errors))
+
+
+def redact_url(url: str | httpx.URL) -> str:
+    """Return *url* without query, fragment or user info, fit for messages and logs."""
+    u = httpx.URL(url)
+    return str(u.copy_with(query=None, fragment=None, username=None, password=None))
+
+
+@contextlib.contextmanager
+def translate_http_errors(what: str) -> Iterator[None]:
+    """Turn httpx's exceptions into ours; *what* says what we were doing.
+
+    The original exception stays available as ``__cause__``. Its message is not
+    repeated: httpx includes full URLs, and presigned URLs carry credentials.
+    """
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise TimeoutError(f"{what}: timed out ({_brief(exc)})") from exc
+    except httpx.TransportError as exc:
+        raise TransportError(f"{what}: connection failed ({_brief(exc)})") from exc
+    except httpx.InvalidURL as exc:
+        raise ConfigurationError(f"{what}: invalid URL") from exc
+
+
+def _brief(exc: Exception) -> str:
+    detail = str(exc).strip()
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__

@@ -1,0 +1,167 @@
+"""Frozen attrs models for API answers and download results, and their private converter."""
+
+from __future__ import annotations
+
+import json
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, override
+
+from ._errors import ResponseFormatError, RodinError
+
+T = TypeVar("T")
+
+# The API's way of saying "no error": absent, null, "" (submit) or "OK" (status, download).
+_SUCCESS_CODES = frozenset({None, "", "OK"})
+
+
+@attrs.frozen
+class ResultFile:
+    """One result file of a task, as ``POST /download`` lists it.
+
+    Attributes:
+        name: The server's file name. Untrusted: rodin-async never uses it as a path directly.
+        url: Where to GET it. Presigned and short-lived (about 10 minutes).
+    """
+
+    name: str
+    url: str = attrs.field(repr=False)  # presigned: keep credentials out of logs
+
+
+@attrs.frozen
+class DownloadedFile:
+    """A result file that is complete on disk.
+
+    Attributes:
+        name: The name the API listed.
+        path: Where it was written (inside the task's folder, under a safe name).
+        size: Its size in bytes.
+        attempts: How many requests it took (1 when nothing went wrong).
+        resumed: Whether a previous partial download was continued instead of restarted.
+    """
+
+    name: str
+    path: Path
+    size: int
+    attempts: int = 1
+    resumed: bool = False
+
+
+@attrs.frozen
+class TaskDownload:
+    """The outcome of downloading one task.
+
+    Attributes:
+        task_uuid: The task.
+        directory: ``dest/<task_uuid>``, where its files went.
+        files: The files that are complete on disk.
+        error: Why the task (or some of its files) failed; None on success.
+    """
+
+    task_uuid: str
+    directory: Path
+    files: list[DownloadedFile] = attrs.Factory(list)
+    error: RodinError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when every file of the task was downloaded."""
+        return self.error is None
+
+
+@attrs.frozen
+class Envelope:
+    """The fields every API answer may carry to report an error."""
+
+    error: str | None = None
+    message: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error not in _SUCCESS_CODES
+
+
+@attrs.frozen(kw_only=True)
+class FileList(Envelope):
+    """The answer of ``POST /download``; ``files`` is ``list`` on the wire."""
+
+    files: list[ResultFile]
+
+
+def _strict_str(value: object, _: object) -> str:
+    # cattrs would turn 12 or None into "12"/"None"; a wrong type is a wrong answer.
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _is_list_type(t: Any) -> bool:
+    return typing.get_origin(t) is list
+
+
+def make_converter() -> cattrs.Converter:
+    """Build the converter that turns API JSON into models, and nothing else."""
+    conv = cattrs.Converter(forbid_extra_keys=False)
+    conv.register_structure_hook(str, _strict_str)
+
+    def list_hook_factory(t: Any) -> Any:
+        (item,) = typing.get_args(t)
+
+        def structure(value: object, _: object) -> list[Any]:
+            if not isinstance(value, list):  # a dict or a string would iterate "fine"
+                raise TypeError(f"expected a list, got {type(value).__name__}")
+            return [conv.structure(v, item) for v in value]
+
+        return structure
+
+    conv.register_structure_hook_factory(_is_list_type, list_hook_factory)
+    conv.register_structure_hook(
+        FileList, make_dict_structure_fn(FileList, conv, files=override(rename="list"))
+    )
+    return conv
+
+
+_converter = make_converter()
+
+
+def parse_json(body: bytes, *, status_code: int) -> object:
+    """Decode an API body, or raise `ResponseFormatError`."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ResponseFormatError(
+            f"the API answered with something that is not JSON: {_preview(body)!r}",
+            status_code=status_code,
+        ) from exc
+
+
+def structure(raw: object, cls: type[T], *, status_code: int) -> T:
+    """Structure decoded JSON as *cls*; any mismatch becomes `ResponseFormatError`."""
+    if not isinstance(raw, dict):
+        raise ResponseFormatError(
+            f"the API answered with a JSON {type(raw).__name__}, expected an object",
+            status_code=status_code,
+        )
+    try:
+        return _converter.structure(raw, cls)
+    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
+        raise ResponseFormatError(
+            f"the API's answer does not have the documented shape: {_explain(exc)}",
+            status_code=status_code,
+        ) from exc
+
+
+def _explain(exc: Exception) -> str:
+    if isinstance(exc, cattrs.BaseValidationError):
+        notes = cattrs.transform_error(exc)
+        return "; ".join(notes) if notes else str(exc)
+    return str(exc)
+
+
+def _preview(body: bytes, limit: int = 80) -> str:
+    text = body[:limit].decode("utf-8", "replace")
+    return text + ("..." if len(body) > limit else "")

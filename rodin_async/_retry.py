@@ -1,0 +1,103 @@
+"""When and how long to wait before trying again.
+
+The waiting itself is stamina's (exponential backoff with jitter, bounded attempts, and
+``stamina.set_testing`` to switch sleeps off in test suites). This module only decides
+*which* failures deserve another try and honours ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+from collections.abc import AsyncIterable
+
+import attrs
+import stamina
+
+from ._errors import APIError, DownloadError, RateLimitError, TransportError
+
+# Statuses that say "not now" rather than "never": timeouts, throttling, server trouble.
+RETRYABLE_STATUSES = frozenset(
+    {408, 425, 429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524}
+)
+
+
+class RetryableDownloadError(DownloadError):
+    """A file attempt that failed in a way another attempt may fix (short body, 503...)."""
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How rodin-async retries failed API calls and file transfers.
+
+    Waits grow exponentially from *wait_initial* up to *wait_max*, plus up to
+    *wait_jitter* seconds of random jitter. A ``Retry-After`` header from the server
+    replaces the computed wait, capped at *max_retry_after*.
+
+    Args:
+        attempts: Tries per API call or file, including the first one.
+        wait_initial: First backoff, in seconds.
+        wait_max: Longest computed backoff, in seconds.
+        wait_jitter: Maximum random jitter added to each backoff, in seconds.
+        max_retry_after: Longest wait a server's ``Retry-After`` can impose, in seconds.
+
+    Test suites switch every wait off with ``stamina.set_testing(True, attempts=100,
+    cap=True)`` (keeping these attempt counts).
+    """
+
+    attempts: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    wait_initial: float = attrs.field(default=0.5, validator=attrs.validators.ge(0))
+    wait_max: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
+    wait_jitter: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
+    max_retry_after: float = attrs.field(default=120.0, validator=attrs.validators.ge(0))
+
+    def retrying(self) -> AsyncIterable[stamina.Attempt]:
+        """The attempts of one retried operation: ``async for attempt in policy.retrying()``."""
+        return stamina.retry_context(
+            on=self.backoff_for,
+            attempts=self.attempts,
+            timeout=None,
+            wait_initial=self.wait_initial,
+            wait_max=self.wait_max,
+            wait_jitter=self.wait_jitter,
+        )
+
+    def backoff_for(self, exc: Exception) -> bool | float:
+        """Tell stamina whether *exc* is worth another try, and how long to wait.
+
+        Returns False (give up), True (use the computed backoff) or the seconds the
+        server asked for with ``Retry-After``.
+        """
+        if not is_retryable(exc):
+            return False
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is None:
+            return True
+        return float(min(max(retry_after, 0.0), self.max_retry_after))
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True for failures that another attempt may fix."""
+    if isinstance(exc, (TransportError, RetryableDownloadError, RateLimitError)):
+        return True
+    return isinstance(exc, APIError) and exc.status_code in RETRYABLE_STATUSES
+
+
+def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date).
+
+    Returns None when the header is absent or unreadable: a garbled header should
+    fall back to normal backoff, not fail the request.
+    """
+    if value is None or not (value := value.strip()):
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; treat naive ones the same
+        when = when.replace(tzinfo=dt.timezone.utc)
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return max(0.0, (when - now).total_seconds())

@@ -1,0 +1,18 @@
+"""A fake Rodin API and result-file host on loopback, for testing code that uses Rodin.
+
+Needs the `testing` extra (`pip install rodin-async[testing]`)::
+
+    from rodin_async.testing import FakeRodin, Fault
+
+    with FakeRodin(api_key="test-key") as server:
+        task = server.add_task({"base.glb": 5_000_000, "preview.webp": b"RIFF..."})
+        server.add_faults(task, "base.glb", Fault.truncate(at=1_000_000))
+        ...  # run the client against server.base_url, then compare with server.content()
+"""
+
+from ._content import FileSource
+from ._faults import Fault
+from ._server import FakeRodin
+from ._state import RecordedRequest
+
+__all__ = ["FakeRodin", "Fault", "FileSource", "RecordedRequest"]

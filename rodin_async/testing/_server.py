@@ -1,0 +1,405 @@
+"""`FakeRodin`: a fake Rodin API and result-file host on loopback, for tests.
+
+Two uvicorn servers (API and files, on two ports, so two origins) share one event loop in a
+daemon thread. Tests talk to them over real sockets, configure them from their own thread,
+and read back every request they received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import socket
+import threading
+import uuid as uuid_module
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+
+import anyio.to_thread
+import uvicorn
+from starlette.types import ASGIApp
+
+from ._apps import Context, build_api_app, build_files_app
+from ._content import FileSource
+from ._faults import Fault
+from ._state import Origin, RecordedRequest, ServerState
+from ._wire import Hub
+
+_LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+# Bounded waits: a fake that cannot start or stop should fail the test, not hang it.
+_START_TIMEOUT = 10.0
+_STOP_TIMEOUT = 5.0
+# After a stop is asked, responses get this long to notice before connections are dropped.
+_ABORT_AFTER = 0.3
+
+
+class FakeRodin:
+    """A fake Rodin API plus result-file host, served on 127.0.0.1 from a background thread.
+
+    Use it as a context manager (`with` or `async with`) or call `start()` and `stop()`.
+    `async with` runs the blocking start and stop in a worker thread, so the test's event
+    loop keeps running meanwhile.
+
+    Example:
+        with FakeRodin(api_key="test-key") as server:
+            task = server.add_task({"base.glb": b"glTF", "preview.webp": 1024})
+            ...  # point the client at server.base_url with api key server.api_key
+            assert server.content(task, "preview.webp") == (tmp_path / "preview.webp").read_bytes()
+    """
+
+    def __init__(
+        self,
+        api_key: str = "test-key",
+        *,
+        host: str = "127.0.0.1",
+        api_port: int = 0,
+        files_port: int = 0,
+        url_ttl: float | None = None,
+    ) -> None:
+        """Configure the fake; nothing listens until `start()`.
+
+        Args:
+            api_key: The only key the API accepts (as `Authorization: Bearer <key>`).
+            host: An IPv4 loopback address (127.0.0.0/8); the fake never listens elsewhere.
+            api_port: The API port; 0 picks a free one.
+            files_port: The file host port; 0 picks a free one.
+            url_ttl: Seconds a listed file URL stays valid; None means until expired by
+                `expire_urls()` or an `expire` fault.
+
+        Raises:
+            ValueError: `host` is not an address in 127.0.0.0/8, or `url_ttl` is not positive.
+        """
+        if url_ttl is not None and url_ttl <= 0:
+            raise ValueError(f"url_ttl must be positive seconds or None, got {url_ttl}.")
+        self._host = _loopback_host(host)
+        self._ports: dict[Origin, int] = {"api": api_port, "files": files_port}
+        self._state = ServerState(api_key, url_ttl)
+        self._runner: _Runner | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        # Never the API key: reprs end up in logs and assertion messages.
+        where = f"{self.base_url}, files {self.files_url}" if self._runner else "stopped"
+        return f"<FakeRodin {where}>"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind both ports and serve; return once both accept connections.
+
+        Raises:
+            RuntimeError: Already started, or the servers did not come up in time.
+            OSError: A port could not be bound.
+        """
+        with self._lock:
+            if self._runner is not None:
+                raise RuntimeError("This FakeRodin is already running.")
+            sockets = {origin: _bind(self._host, port) for origin, port in self._ports.items()}
+            runner = _Runner(self._state, sockets, self._host)
+            runner.start()
+            self._runner = runner
+
+    def stop(self) -> None:
+        """Stop both servers, dropping connections still in flight (returns in about 0.5 s).
+
+        Stopping a fake that is not running does nothing.
+        """
+        with self._lock:
+            runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.stop()
+
+    def __enter__(self) -> FakeRodin:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> FakeRodin:
+        await anyio.to_thread.run_sync(self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await anyio.to_thread.run_sync(self.stop)
+
+    # -- where it listens ------------------------------------------------------------------
+
+    @property
+    def api_key(self) -> str:
+        """The key the API accepts."""
+        return self._state.api_key
+
+    @property
+    def base_url(self) -> str:
+        """The API base URL, like `http://127.0.0.1:<port>/api/v2` (needs a running fake)."""
+        return f"{self._running().url('api')}/api/v2"
+
+    @property
+    def files_url(self) -> str:
+        """The file host origin, like `http://127.0.0.1:<port>` (needs a running fake)."""
+        return self._running().url("files")
+
+    def _running(self) -> _Runner:
+        if self._runner is None:
+            raise RuntimeError("The FakeRodin is not running; call start() or use `with`.")
+        return self._runner
+
+    # -- tasks and files -------------------------------------------------------------------
+
+    def add_task(
+        self, files: Mapping[str, FileSource] | None = None, uuid: str | None = None
+    ) -> str:
+        """Add a finished task with its result files, listed in the mapping's order.
+
+        Args:
+            files: File name to its bytes, its size (content generated from the name), or a
+                path to serve from disk.
+            uuid: The task uuid; a random uuid4 when None.
+
+        Returns:
+            The task uuid, to pass as `task_uuid`.
+
+        Raises:
+            ValueError: The uuid is already used, or is empty or contains "/".
+        """
+        task_uuid = str(uuid_module.uuid4()) if uuid is None else uuid
+        if not task_uuid or "/" in task_uuid:
+            raise ValueError(f"A task uuid must be non-empty without '/', got {task_uuid!r}.")
+        self._state.add_task(task_uuid)
+        for name, source in (files or {}).items():
+            self.add_file(task_uuid, name, source)
+        return task_uuid
+
+    def add_file(
+        self, task_uuid: str, name: str, content: FileSource, *, faults: Iterable[Fault] = ()
+    ) -> None:
+        """Append a result file to a task; a name may repeat (each entry gets its own URL).
+
+        Raises:
+            KeyError: There is no such task.
+        """
+        self._state.add_file(task_uuid, name, content, tuple(faults))
+
+    def add_directory(self, root: str | os.PathLike[str]) -> list[str]:
+        """Add one task per sub-directory of `root`, named after it, serving its files.
+
+        Files are read from disk when requested; only regular files directly inside each
+        sub-directory are served, in name order.
+
+        Returns:
+            The task uuids added, in name order.
+        """
+        added = []
+        for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+            files = {f.name: f for f in sorted(folder.iterdir()) if f.is_file()}
+            added.append(self.add_task(files, uuid=folder.name))
+        return added
+
+    @classmethod
+    def from_directory(
+        cls,
+        root: str | os.PathLike[str],
+        api_key: str = "test-key",
+        *,
+        host: str = "127.0.0.1",
+        api_port: int = 0,
+        files_port: int = 0,
+        url_ttl: float | None = None,
+    ) -> FakeRodin:
+        """Build a (not yet started) fake serving the tasks under `root`; see `add_directory`."""
+        server = cls(api_key, host=host, api_port=api_port, files_port=files_port, url_ttl=url_ttl)
+        server.add_directory(root)
+        return server
+
+    def content(self, task_uuid: str, name: str, *, index: int = 0) -> bytes:
+        """The exact bytes a correct download of the file produces.
+
+        Args:
+            task_uuid: The task.
+            name: The file name.
+            index: Which of the files called `name` (0 is the first listed).
+        """
+        return self._state.find(task_uuid, name, index).content.materialise()
+
+    def sha256(self, task_uuid: str, name: str, *, index: int = 0) -> str:
+        """The hex SHA-256 of the file, computed without holding it in memory."""
+        return self._state.find(task_uuid, name, index).content.sha256
+
+    def size(self, task_uuid: str, name: str, *, index: int = 0) -> int:
+        """The file's size in bytes."""
+        return self._state.find(task_uuid, name, index).content.size
+
+    def expire_urls(self, task_uuid: str) -> None:
+        """Make every URL listed so far for the task answer 403 until the task is listed again."""
+        self._state.expire(task_uuid)
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def add_faults(self, task_uuid: str, name: str, *faults: Fault, index: int = 0) -> None:
+        """Queue faults for a file: each request for it (valid URL) consumes the next one.
+
+        A request whose URL is unknown or expired gets 404 or 403 and consumes nothing.
+        """
+        self._state.add_faults(self._state.find(task_uuid, name, index), faults)
+
+    def add_api_faults(self, *faults: Fault) -> None:
+        """Queue faults for the API: each API request consumes the next one.
+
+        Raises:
+            ValueError: A fault only makes sense for files (redirect, ranges, expire).
+        """
+        self._state.add_api_faults(faults)
+
+    # -- what was received -----------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request both servers received, in arrival order (a snapshot)."""
+        return self._state.requests()
+
+    def file_requests(
+        self, task_uuid: str | None = None, name: str | None = None
+    ) -> list[RecordedRequest]:
+        """The file host's requests, optionally only those for one task and/or file name."""
+        return [
+            r
+            for r in self.requests
+            if r.origin == "files"
+            and task_uuid in (None, r.task_uuid)
+            and name in (None, r.file_name)
+        ]
+
+    def api_requests(self) -> list[RecordedRequest]:
+        """The API's requests."""
+        return [r for r in self.requests if r.origin == "api"]
+
+    def reset_requests(self) -> None:
+        """Forget every request received so far."""
+        self._state.reset_requests()
+
+
+def _loopback_host(host: str) -> str:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None or address.version != 4 or address not in _LOOPBACK:
+        raise ValueError(f"FakeRodin only listens on 127.0.0.0/8, not on {host!r}.")
+    return str(address)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class _Runner:
+    """Both uvicorn servers on one event loop in a daemon thread."""
+
+    def __init__(self, state: ServerState, sockets: dict[Origin, socket.socket], host: str) -> None:
+        self._sockets = sockets
+        self._ports = {origin: sock.getsockname()[1] for origin, sock in sockets.items()}
+        self._host = host
+        self._hub = Hub()
+        ctx = Context(state, self._hub, self.url("files"))
+        self._apps: dict[Origin, ASGIApp] = {
+            "api": build_api_app(ctx),
+            "files": build_files_app(ctx),
+        }
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._servers: list[uvicorn.Server] = []
+        self._thread = threading.Thread(target=self._main, name="FakeRodin", daemon=True)
+
+    def url(self, origin: Origin) -> str:
+        """The origin of one server."""
+        return f"http://{self._host}:{self._ports[origin]}"
+
+    def start(self) -> None:
+        """Run the thread and wait until both servers accept connections."""
+        self._thread.start()
+        if not self._ready.wait(_START_TIMEOUT) or self._error is not None:
+            self.stop()
+            raise RuntimeError("The FakeRodin servers did not start.") from self._error
+
+    def stop(self) -> None:
+        """Ask both servers to exit and wait for the thread."""
+        loop = self._loop
+        if loop is not None:
+            # RuntimeError: the loop already finished (startup failed).
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._begin_exit)
+        self._thread.join(_STOP_TIMEOUT)
+        for sock in self._sockets.values():
+            sock.close()  # uvicorn closes them too; this covers a failed start
+        if self._thread.is_alive():
+            raise RuntimeError("The FakeRodin servers did not stop in time.")
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported by start(), rather than lost in the thread
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._servers = [uvicorn.Server(_config(app)) for app in self._apps.values()]
+        self._hub.servers = self._servers
+        sockets = list(self._sockets.values())
+        tasks = [
+            asyncio.create_task(server.serve(sockets=[sock]))
+            for server, sock in zip(self._servers, sockets, strict=True)
+        ]
+        while not all(server.started for server in self._servers):
+            if any(task.done() for task in tasks):
+                break  # gather() below raises the failure
+            await asyncio.sleep(0.005)
+        else:
+            self._ready.set()
+        await asyncio.gather(*tasks)
+
+    def _begin_exit(self) -> None:
+        # Runs on the servers' loop. Responses in a fault's wait see `stopping` and hang up;
+        # whatever is still open shortly after is aborted so uvicorn's shutdown, which
+        # waits for connections, finishes promptly.
+        self._hub.stopping.set()
+        for server in self._servers:
+            server.should_exit = True
+        asyncio.get_running_loop().call_later(_ABORT_AFTER, self._hub.abort_all)
+
+
+def _config(app: ASGIApp) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        http="h11",  # the faults rely on h11's framing (see _wire.py)
+        ws="none",
+        lifespan="off",
+        interface="asgi3",
+        log_config=None,  # leave the host application's logging alone
+        access_log=False,
+        proxy_headers=False,  # keep scope["client"] the real peer: _wire looks it up
+        timeout_graceful_shutdown=2,
+    )

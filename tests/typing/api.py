@@ -1,0 +1,30 @@
+"""Never executed: mypy checks that the public API reads well to a type checker."""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from pathlib import Path
+
+import rodin_async
+
+
+async def use_the_api() -> None:
+    async with rodin_async.AsyncRodin("key", max_concurrency=4) as rodin:
+        files: list[rodin_async.ResultFile] = await rodin.list_files("uuid")
+        names: list[str] = [f.name for f in files]
+        result: rodin_async.TaskDownload = await rodin.download("uuid", Path("out"))
+        sizes: list[int] = [f.size for f in result.files]
+        async with aclosing(rodin.download_many(["a", "b"], "out")) as results:
+            async for r in results:
+                ok: bool = r.ok
+                error: rodin_async.RodinError | None = r.error
+    try:
+        await rodin.download("uuid", "out")
+    except rodin_async.TaskDownloadError as exc:
+        failed: tuple[rodin_async.DownloadError, ...] = exc.errors
+    except rodin_async.APIError as exc:
+        code: str | None = exc.code
+        status: int | None = exc.status_code
+    del names, sizes, ok, error, failed, code, status
+    policy = rodin_async.RetryPolicy(attempts=3, wait_initial=0.1)
+    del policy
