@@ -213,6 +213,8 @@ class Downloader:
         if status == 200:
             return 0, _content_length(response)
         if status == 416 and offset:
+            if _unsatisfied_length(response) == offset:
+                return offset, offset  # the part already holds the whole file
             await _discard(part)  # the part is longer than the file: it was not this file
             raise _retryable(job, f"stale partial file for {job.name!r}; restarting", status, 0)
         if status in _EXPIRED_STATUSES and not job.refreshed:
@@ -279,7 +281,8 @@ async def _stream_to(job: _FileJob, part: Path, response: httpx.Response, start:
     else:  # the host ignored Accept-Encoding: identity; store what the file decodes to
         chunks = response.aiter_bytes()
     size = start
-    f = await aiofiles.open(part, "ab" if start else "wb")
+    with anyio.CancelScope(shield=True):  # a cancelled open would leak the opened file
+        f = await aiofiles.open(part, "ab" if start else "wb")
     try:
         async for chunk in chunks:
             await f.write(chunk)
@@ -304,6 +307,8 @@ def _disk_errors(job: _FileJob) -> Iterator[None]:
     """Turn a failing disk (full, read-only, gone) into a `DownloadError` for *job*."""
     try:
         yield
+    except RodinError:  # our TimeoutError is an OSError too, but not a disk problem
+        raise
     except OSError as exc:
         raise DownloadError(
             f"{job.name!r}: can't write {str(job.final)!r}: {exc.strerror or exc}",
@@ -342,6 +347,12 @@ def _content_length(response: httpx.Response) -> int | None:
         return None  # the length is of the encoded body, not of the file
     value = response.headers.get("content-length")
     return int(value) if value and value.isdigit() else None
+
+
+def _unsatisfied_length(response: httpx.Response) -> int | None:
+    """The file length a 416 reports (``Content-Range: bytes */<length>``)."""
+    match = re.fullmatch(r"bytes\s+\*/(\d+)", response.headers.get("content-range", "").strip())
+    return int(match.group(1)) if match else None
 
 
 def _content_range(response: httpx.Response) -> tuple[int | None, int | None]:

@@ -214,6 +214,8 @@ def translate_http_errors(what: str) -> Iterator[None]:
         raise TransportError(f"{what}: connection failed ({_brief(exc)})") from exc
     except httpx.InvalidURL as exc:
         raise ConfigurationError(f"{what}: invalid URL") from exc
+    except httpx.HTTPError as exc:  # too many redirects, undecodable body: not transient
+        raise RodinError(f"{what}: {_brief(exc)}") from exc
 
 
 def _brief(exc: Exception) -> str:

@@ -1,0 +1,82 @@
+"""Test helpers: a transport that measures concurrency, and disk-state assertions."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+
+from rodin_async import TaskDownload
+from rodin_async.testing import FakeRodin
+
+
+class CountingTransport(httpx.AsyncBaseTransport):
+    """Wraps the real transport and records the peak number of open exchanges per kind.
+
+    An exchange is open from sending the request until its response body is closed, so
+    for files it measures transfers actually in flight.
+    """
+
+    def __init__(self, api_prefix: str) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self._api_prefix = api_prefix
+        self.active: collections.Counter[str] = collections.Counter()
+        self.peak: collections.Counter[str] = collections.Counter()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        kind = "api" if str(request.url).startswith(self._api_prefix) else "files"
+        self.active[kind] += 1
+        self.peak[kind] = max(self.peak[kind], self.active[kind])
+        try:
+            response = await self._inner.handle_async_request(request)
+        except BaseException:
+            self.active[kind] -= 1
+            raise
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_Closing(response, lambda: self._done(kind)),
+            extensions=response.extensions,
+        )
+
+    def _done(self, kind: str) -> None:
+        self.active[kind] -= 1
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _Closing(httpx.AsyncByteStream):
+    def __init__(self, response: httpx.Response, on_close: object) -> None:
+        self._response = response
+        self._on_close = on_close
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._response.aiter_raw():
+            yield chunk
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._on_close()  # type: ignore[operator]
+        await self._response.aclose()
+
+
+def assert_complete(server: FakeRodin, result: TaskDownload) -> None:
+    """Every listed file is on disk with the server's exact bytes, and nothing else is."""
+    assert result.error is None, result.error
+    for f in result.files:
+        assert f.path.parent == result.directory
+        assert f.path.read_bytes() == server.content(result.task_uuid, f.name), f.name
+        assert f.size == f.path.stat().st_size
+    assert sorted(p.name for p in result.directory.iterdir()) == sorted(
+        f.path.name for f in result.files
+    )
+
+
+def final_files(directory: Path) -> list[Path]:
+    """Files under their final (non-hidden) names."""
+    return sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith("."))
