@@ -18,14 +18,26 @@ from ._errors import (
     DestinationError,
     DownloadError,
     InvalidTaskError,
+    JobFailedError,
     RateLimitError,
     ResponseFormatError,
     RodinError,
     TaskDownloadError,
     TimeoutError,
     TransportError,
+    ValidationError,
+    WaitTimeoutError,
 )
-from ._models import DownloadedFile, ResultFile, TaskDownload
+from ._generation import GenerationRequest, TextureRequest
+from ._models import (
+    DownloadedFile,
+    GenerationJob,
+    Job,
+    JobStatus,
+    ResultFile,
+    TaskDownload,
+    TaskStatus,
+)
 from ._progress import (
     FileFailed,
     FileFinished,
@@ -53,7 +65,12 @@ __all__ = [
     "FileProgress",
     "FileRetried",
     "FileStarted",
+    "GenerationJob",
+    "GenerationRequest",
     "InvalidTaskError",
+    "Job",
+    "JobFailedError",
+    "JobStatus",
     "ProgressCallback",
     "ProgressEvent",
     "RateLimitError",
@@ -65,8 +82,12 @@ __all__ = [
     "TaskDownloadError",
     "TaskFinished",
     "TaskStarted",
+    "TaskStatus",
+    "TextureRequest",
     "TimeoutError",
     "TransportError",
+    "ValidationError",
+    "WaitTimeoutError",
 ]
 
 

@@ -17,6 +17,7 @@ from collections.abc import (
     Callable,
     Iterable,
 )
+from typing import TypeVar
 
 import anyio
 import attrs
@@ -28,7 +29,8 @@ from ._models import TaskDownload
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import ExceptionGroup
 
-TaskRunner = Callable[[str], Awaitable[TaskDownload]]
+T = TypeVar("T")
+TaskRunner = Callable[[T], Awaitable[TaskDownload]]
 
 
 @attrs.define
@@ -40,8 +42,8 @@ class _Failure:
 
 async def run_many(
     host: TaskGroup,
-    items: Iterable[str] | AsyncIterable[str],
-    run_one: TaskRunner,
+    items: Iterable[T] | AsyncIterable[T],
+    run_one: TaskRunner[T],
     max_tasks: int,
 ) -> AsyncGenerator[TaskDownload, None]:
     """Yield ``run_one(item)`` for every item as each finishes, at most *max_tasks* at once.
@@ -64,8 +66,8 @@ async def run_many(
 
 async def _produce(
     scope: anyio.CancelScope,
-    items: Iterable[str] | AsyncIterable[str],
-    run_one: TaskRunner,
+    items: Iterable[T] | AsyncIterable[T],
+    run_one: TaskRunner[T],
     send: MemoryObjectSendStream[TaskDownload],
     max_tasks: int,
     failure: _Failure,
@@ -82,8 +84,8 @@ async def _produce(
 
 
 async def _one(
-    item: str,
-    run_one: TaskRunner,
+    item: T,
+    run_one: TaskRunner[T],
     send: MemoryObjectSendStream[TaskDownload],
     slots: anyio.Semaphore,
 ) -> None:
@@ -103,7 +105,7 @@ def _unwrap(exc: Exception) -> Exception:
     return exc
 
 
-async def _aiter(items: Iterable[str] | AsyncIterable[str]) -> AsyncIterator[str]:
+async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
     if isinstance(items, AsyncIterable):
         async for item in items:
             yield item

@@ -10,15 +10,18 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
+    Callable,
     Collection,
     Generator,
     Iterable,
+    Sequence,
 )
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
+import attrs
 import httpx
 from anyio.abc import TaskGroup
 
@@ -30,14 +33,44 @@ from ._errors import (
     ClientClosedError,
     ConfigurationError,
     InvalidTaskError,
+    JobFailedError,
     RateLimitError,
     RodinError,
+    WaitTimeoutError,
     translate_http_errors,
 )
 from ._files import check_task_uuid, prepare_destination
-from ._models import Envelope, FileList, ResultFile, TaskDownload, parse_json, structure
+from ._generation import (
+    ConditionMode,
+    FileInput,
+    GenerationRequest,
+    GeometryFormat,
+    GeometryInstructMode,
+    Material,
+    MeshMode,
+    Quality,
+    TextureMaterial,
+    TextureRequest,
+    TextureResolution,
+    Tier,
+)
+from ._manifest import Verify
+from ._models import (
+    BalanceAnswer,
+    Envelope,
+    FileList,
+    GenerationJob,
+    JobStatus,
+    ResultFile,
+    StatusAnswer,
+    SubmitAnswer,
+    TaskDownload,
+    TaskStatus,
+    parse_json,
+    structure,
+)
 from ._progress import ProgressCallback, TaskFinished, ignore
-from ._retry import RetryPolicy, parse_retry_after
+from ._retry import RetryPolicy, parse_retry_after, safe_to_resend
 
 DEFAULT_BASE_URL = "https://hyperhuman.deemos.com/api/v2"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -186,11 +219,169 @@ class AsyncRodin:
         listing = await self._call("POST", "download", FileList, json={"task_uuid": uuid})
         return listing.files
 
-    async def download(
+    async def balance(self) -> float:
+        """Your remaining credit balance (``GET /check_balance``)."""
+        answer = await self._call("GET", "check_balance", BalanceAnswer)
+        return answer.balance
+
+    async def generate(
         self,
-        task_uuid: str,
+        *,
+        images: Sequence[FileInput] = (),
+        prompt: str | None = None,
+        tier: Tier | None = None,
+        condition_mode: ConditionMode | None = None,
+        seed: int | None = None,
+        geometry_file_format: GeometryFormat | None = None,
+        material: Material | None = None,
+        quality: Quality | None = None,
+        quality_override: int | None = None,
+        mesh_mode: MeshMode | None = None,
+        mesh_simplify: bool | None = None,
+        mesh_smooth: bool | None = None,
+        use_hyper: bool | None = None,
+        TAPose: bool | None = None,  # the API's own spelling
+        bbox_condition: Sequence[int] | None = None,
+        addons: Sequence[str] = (),
+        preview_render: bool | None = None,
+        use_original_alpha: bool | None = None,
+        hd_texture: bool | None = None,
+        texture_delight: bool | None = None,
+        texture_mode: str | None = None,
+        is_micro: bool | None = None,
+        geometry_instruct_mode: GeometryInstructMode | None = None,
+        retry_submit: bool = False,
+    ) -> GenerationJob:
+        """Submit a generation (``POST /rodin``); costs credits.
+
+        Images are paths, bytes or binary files (up to 5); without images a prompt is
+        required. Arguments left as None are not sent, so the API's defaults apply.
+        A submit is retried only when it surely never reached the server (connection
+        refused, or throttled with 429), unless *retry_submit* allows retrying any
+        transient failure, at the risk of paying twice.
+
+        Raises:
+            ValidationError: Arguments the API would refuse (checked before sending).
+            APIError: The API refused the submission.
+        """
+        request = GenerationRequest(
+            images=images, prompt=prompt, tier=tier, condition_mode=condition_mode, seed=seed,
+            geometry_file_format=geometry_file_format, material=material, quality=quality,
+            quality_override=quality_override, mesh_mode=mesh_mode, mesh_simplify=mesh_simplify,
+            mesh_smooth=mesh_smooth, use_hyper=use_hyper, TAPose=TAPose,
+            bbox_condition=bbox_condition, addons=addons, preview_render=preview_render,
+            use_original_alpha=use_original_alpha, hd_texture=hd_texture,
+            texture_delight=texture_delight, texture_mode=texture_mode, is_micro=is_micro,
+            geometry_instruct_mode=geometry_instruct_mode,
+        )  # fmt: skip
+        return await self.submit(request, retry_submit=retry_submit)
+
+    async def generate_texture(
+        self,
+        image: FileInput,
+        model: FileInput,
+        *,
+        prompt: str | None = None,
+        seed: int | None = None,
+        reference_scale: float | None = None,
+        geometry_file_format: GeometryFormat | None = None,
+        material: TextureMaterial | None = None,
+        resolution: TextureResolution | None = None,
+        retry_submit: bool = False,
+    ) -> GenerationJob:
+        """Texture an existing *model* from *image* (``POST /rodin_texture_only``).
+
+        Raises:
+            ValidationError: Bad arguments, or a model over 10 MB.
+            APIError: The API refused the submission.
+        """
+        request = TextureRequest(
+            image=image, model=model, prompt=prompt, seed=seed, reference_scale=reference_scale,
+            geometry_file_format=geometry_file_format, material=material, resolution=resolution,
+        )  # fmt: skip
+        return await self.submit(request, retry_submit=retry_submit)
+
+    async def submit(
+        self, request: GenerationRequest | TextureRequest, *, retry_submit: bool = False
+    ) -> GenerationJob:
+        """Submit a prepared request; see `generate` for when it is retried."""
+        path = "rodin" if isinstance(request, GenerationRequest) else "rodin_texture_only"
+        # (None, value) parts keep the body multipart even without uploads.
+        parts: list[tuple[str, Any]] = [(k, (None, v)) for k, v in request.fields()]
+        parts += await request.files()
+        answer = await self._call("POST", path, SubmitAnswer, files=parts, idempotent=retry_submit)
+        return answer.to_job()
+
+    async def status(self, job: GenerationJob | str) -> TaskStatus:
+        """The status of a generation's jobs (``POST /status``).
+
+        Args:
+            job: A `GenerationJob`, or its ``subscription_key``.
+        """
+        key = _subscription_key(job)
+        answer = await self._call("POST", "status", StatusAnswer, json={"subscription_key": key})
+        return answer.to_status()
+
+    async def wait(
+        self,
+        job: GenerationJob | str,
+        *,
+        poll_interval: float = 5.0,
+        timeout: float | None = None,  # noqa: ASYNC109  (a deadline for the whole wait)
+        on_status: Callable[[TaskStatus], None] | None = None,
+    ) -> TaskStatus:
+        """Poll until every job is Done; return the final status.
+
+        Throttled polls back off (429, honouring Retry-After). Cancel the calling task
+        to stop waiting early.
+
+        Raises:
+            JobFailedError: A job ended Failed or Canceled (the error names it).
+            WaitTimeoutError: Not done within *timeout* seconds.
+        """
+        if not poll_interval > 0:
+            raise ConfigurationError(f"poll_interval must be positive, got {poll_interval!r}")
+        with anyio.move_on_after(timeout):
+            while True:
+                status = await self.status(job)
+                if on_status is not None:
+                    on_status(status)
+                _raise_for_failed(status)
+                if status.done:
+                    return status
+                await anyio.sleep(poll_interval)
+        raise WaitTimeoutError(
+            f"the jobs of {_subscription_key(job)} were not done after {timeout} s"
+        )
+
+    async def run(
+        self,
+        request: GenerationRequest | TextureRequest,
         dest: str | os.PathLike[str],
         *,
+        poll_interval: float = 5.0,
+        timeout: float | None = None,  # noqa: ASYNC109  (passed on to wait)
+        on_status: Callable[[TaskStatus], None] | None = None,
+        on_progress: ProgressCallback | None = None,
+        retry_submit: bool = False,
+    ) -> TaskDownload:
+        """Generate, wait for the result, and download it: the whole workflow in one call.
+
+        Raises:
+            Whatever `submit`, `wait` and `download` raise.
+        """
+        directory = await prepare_destination(dest)  # fail before paying for a generation
+        job = await self.submit(request, retry_submit=retry_submit)
+        await self.wait(job, poll_interval=poll_interval, timeout=timeout, on_status=on_status)
+        return await self.download(job, directory, on_progress=on_progress)
+
+    async def download(
+        self,
+        task: str | GenerationJob,
+        dest: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        verify: Verify = "size",
         on_progress: ProgressCallback | None = None,
     ) -> TaskDownload:
         """Download every result file of a task into ``dest/<task_uuid>/``.
@@ -200,6 +391,11 @@ class AsyncRodin:
         the other files of the task always finish. *on_progress*, if given, receives
         typed progress events (see `ProgressEvent`), at most once per chunk.
 
+        A completed task leaves a manifest in its folder; downloading it again finds
+        the files still matching it (by size, or also by SHA-256 with
+        ``verify="sha256"``) and returns at once with ``skipped=True``.
+        *overwrite* downloads everything again regardless.
+
         Raises:
             InvalidTaskError: *task_uuid* is blank or malformed.
             DestinationError: *dest* is not a writable directory.
@@ -207,18 +403,21 @@ class AsyncRodin:
             APIError: Listing the task failed (``AuthenticationError`` for a bad key).
         """
         self._ensure_open()
-        uuid = check_task_uuid(task_uuid)
+        uuid = check_task_uuid(_task_uuid(task))
         directory = await prepare_destination(dest)
-        result = await self._download_one(uuid, directory, on_progress or ignore)
+        options = _DownloadOptions(on_progress or ignore, overwrite, verify)
+        result = await self._download_one(uuid, directory, options)
         if result.error is not None:
             raise result.error
         return result
 
     def download_many(
         self,
-        task_uuids: Iterable[str] | AsyncIterable[str],
+        task_uuids: Iterable[str | GenerationJob] | AsyncIterable[str | GenerationJob],
         dest: str | os.PathLike[str],
         *,
+        overwrite: bool = False,
+        verify: Verify = "size",
         on_progress: ProgressCallback | None = None,
     ) -> AsyncGenerator[TaskDownload, None]:
         """Download many tasks, yielding each `TaskDownload` as soon as it finishes.
@@ -227,7 +426,8 @@ class AsyncRodin:
         pipeline can feed uuids while results stream out. A failed task yields a result
         with ``error`` set; it never stops the others. Leaving the loop early cancels
         the outstanding work (use ``contextlib.aclosing`` to have that happen at once).
-        *on_progress* receives typed progress events for every task.
+        *overwrite*, *verify* and *on_progress* work as in `download`; tasks finished by
+        an earlier run are yielded at once with ``skipped=True``.
 
         Raises:
             ClientClosedError: The client is closed or was not opened with ``async with``.
@@ -241,31 +441,32 @@ class AsyncRodin:
             )
         if isinstance(task_uuids, Collection) and not isinstance(task_uuids, str):
             for uuid in task_uuids:  # a list can be checked before any work starts
-                check_task_uuid(uuid)
+                check_task_uuid(_task_uuid(uuid))
         if isinstance(task_uuids, str):
             raise InvalidTaskError(
                 "download_many takes an iterable of task uuids, not one string; "
                 "use download() for a single task"
             )
-        return self._iterate_many(self._task_group, task_uuids, dest, on_progress or ignore)
+        options = _DownloadOptions(on_progress or ignore, overwrite, verify)
+        return self._iterate_many(self._task_group, task_uuids, dest, options)
 
     async def _iterate_many(
         self,
         host: TaskGroup,
-        task_uuids: Iterable[str] | AsyncIterable[str],
+        task_uuids: Iterable[str | GenerationJob] | AsyncIterable[str | GenerationJob],
         dest: str | os.PathLike[str],
-        emit: ProgressCallback,
+        options: _DownloadOptions,
     ) -> AsyncGenerator[TaskDownload, None]:
         directory = await prepare_destination(dest)
 
-        async def run_one(task_uuid: str) -> TaskDownload:
+        async def run_one(task: str | GenerationJob) -> TaskDownload:
             try:
-                uuid = check_task_uuid(task_uuid)
+                uuid = check_task_uuid(_task_uuid(task))
             except RodinError as exc:
-                result = TaskDownload(str(task_uuid), directory, error=exc)
-                emit(TaskFinished(result))
+                result = TaskDownload(str(task), directory, error=exc)
+                options.emit(TaskFinished(result))
                 return result
-            return await self._download_one(uuid, directory, emit)
+            return await self._download_one(uuid, directory, options)
 
         # Twice the transfer slots: listing the next tasks overlaps the current transfers.
         results = run_many(host, task_uuids, run_one, max_tasks=2 * self._max_concurrency)
@@ -274,10 +475,17 @@ class AsyncRodin:
                 yield result
 
     async def _download_one(
-        self, uuid: str, directory: Path, emit: ProgressCallback
+        self, uuid: str, directory: Path, options: _DownloadOptions
     ) -> TaskDownload:
         async with self._task_lock(uuid):
-            return await self._downloader.download_task(uuid, directory, self.list_files, emit)
+            return await self._downloader.download_task(
+                uuid,
+                directory,
+                self.list_files,
+                options.emit,
+                overwrite=options.overwrite,
+                verify=options.verify,
+            )
 
     @contextlib.asynccontextmanager
     async def _task_lock(self, uuid: str) -> AsyncIterator[None]:
@@ -294,20 +502,57 @@ class AsyncRodin:
             else:
                 self._task_locks[uuid] = (lock, users - 1)
 
-    async def _call(self, method: str, path: str, cls: type[E], *, json: Any = None) -> E:
-        """Call the API with retries for throttling and transient failures."""
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        cls: type[E],
+        *,
+        json: Any = None,
+        files: Any = None,
+        idempotent: bool = True,
+    ) -> E:
+        """Call the API, retrying throttling and transient failures when that is safe."""
         self._ensure_open()
+        retry_on = None if idempotent else self._retry_if_unsent
         async with self._api_limiter:
-            async for attempt in self._retry.retrying():
+            async for attempt in self._retry.retrying(retry_on):
                 with attempt:
                     with translate_http_errors(f"{method} /{path}"):
-                        response = await self._api.request(method, path, json=json)
+                        response = await self._api.request(method, path, json=json, files=files)
                     return _decode(response, cls)
         raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
+
+    def _retry_if_unsent(self, exc: Exception) -> bool | float:
+        return self._retry.backoff_for(exc) if safe_to_resend(exc) else False
 
     def _ensure_open(self) -> None:
         if self._closed:
             raise ClientClosedError("this AsyncRodin has been closed; create a new one")
+
+
+@attrs.frozen
+class _DownloadOptions:
+    emit: ProgressCallback
+    overwrite: bool
+    verify: Verify
+
+
+def _task_uuid(task: object) -> object:
+    return task.uuid if isinstance(task, GenerationJob) else task
+
+
+def _subscription_key(job: GenerationJob | str) -> str:
+    key: object = job.subscription_key if isinstance(job, GenerationJob) else job
+    if not isinstance(key, str) or not key.strip():
+        raise InvalidTaskError("a subscription key (or a GenerationJob) is required")
+    return key.strip()
+
+
+def _raise_for_failed(status: TaskStatus) -> None:
+    for job in status.jobs:
+        if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
+            raise JobFailedError(job.uuid, job.raw_status)
 
 
 def _decode(response: httpx.Response, cls: type[E]) -> E:

@@ -21,6 +21,7 @@ import httpx
 
 from ._errors import DownloadError, RodinError, TaskDownloadError, translate_http_errors
 from ._files import make_task_directory, part_path, unique_names
+from ._manifest import Verify, remove_manifest, sha256_file, verified_files, write_manifest
 from ._models import DownloadedFile, ResultFile, TaskDownload
 from ._progress import (
     FileFailed,
@@ -101,25 +102,37 @@ class Downloader:
     retry: RetryPolicy
 
     async def download_task(
-        self, task_uuid: str, dest: Path, lister: Lister, emit: ProgressCallback = ignore
+        self,
+        task_uuid: str,
+        dest: Path,
+        lister: Lister,
+        emit: ProgressCallback = ignore,
+        *,
+        overwrite: bool = False,
+        verify: Verify = "size",
     ) -> TaskDownload:
         """Download every file of *task_uuid* into ``dest/<task_uuid>``.
 
+        A task whose manifest still matches its files is skipped (unless *overwrite*).
         Never raises `RodinError`: a failure is reported in the result's ``error``.
         """
-        result = await self._download_task(task_uuid, dest, lister, emit)
+        try:
+            directory = await make_task_directory(dest, task_uuid)
+            skipped = None if overwrite else await verified_files(directory, task_uuid, verify)
+            if skipped is not None:
+                result = TaskDownload(task_uuid, directory, skipped, skipped=True)
+            else:
+                result = await self._download_task(task_uuid, directory, lister, emit)
+        except RodinError as exc:
+            result = TaskDownload(task_uuid, dest / task_uuid, error=exc)
         emit(TaskFinished(result))
         return result
 
     async def _download_task(
-        self, task_uuid: str, dest: Path, lister: Lister, emit: ProgressCallback
+        self, task_uuid: str, directory: Path, lister: Lister, emit: ProgressCallback
     ) -> TaskDownload:
-        directory = dest / task_uuid
-        try:
-            directory = await make_task_directory(dest, task_uuid)
-            files = await lister(task_uuid)
-        except RodinError as exc:
-            return TaskDownload(task_uuid, directory, error=exc)
+        await remove_manifest(directory)  # its files are about to change
+        files = await lister(task_uuid)
         emit(TaskStarted(task_uuid, len(files)))
         listing = _Listing(task_uuid, lister, files)
         jobs = _jobs_for(task_uuid, emit, files, directory)
@@ -127,13 +140,19 @@ class Downloader:
         async with anyio.create_task_group() as tg:
             for job in jobs:
                 tg.start_soon(self._collect, job, listing, outcomes)
-        return _task_result(task_uuid, directory, jobs, outcomes)
+        result = _task_result(task_uuid, directory, jobs, outcomes)
+        if result.error is None:
+            await write_manifest(directory, task_uuid, result.files)
+        return result
 
     async def _collect(
         self, job: _FileJob, listing: _Listing, outcomes: list[DownloadedFile | DownloadError]
     ) -> None:
         try:
             done = await self.download_file(job, listing)
+            with _disk_errors(job):  # hashed outside the transfer slot, in a worker thread
+                digest = await anyio.to_thread.run_sync(sha256_file, done.path)
+            done = attrs.evolve(done, sha256=digest)
         except DownloadError as exc:
             job.emit(FileFailed(job.task_uuid, job.name, exc))
             outcomes.append(exc)

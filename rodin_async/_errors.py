@@ -6,6 +6,7 @@ Everything the public API raises derives from `RodinError`::
     ├── ConfigurationError          bad client set-up (no API key, bad options); also ValueError
     ├── ClientClosedError           the client is closed (or was never opened with async with)
     ├── InvalidTaskError            a blank or malformed task uuid; also ValueError
+    ├── ValidationError             generation arguments the API would refuse; also ValueError
     ├── DestinationError            the destination folder can't be used or written
     ├── APIError                    the API answered, but not with what we asked for
     │   ├── AuthenticationError     401/403: the key is missing, wrong or inactive
@@ -14,7 +15,9 @@ Everything the public API raises derives from `RodinError`::
     ├── TransportError              the request never got a complete answer
     │   └── TimeoutError            connect/read/write timed out (also the builtin TimeoutError)
     ├── DownloadError               one result file could not be downloaded
-    └── TaskDownloadError           one or more files of a task failed (carries each DownloadError)
+    ├── TaskDownloadError           one or more files of a task failed (carries each DownloadError)
+    ├── JobFailedError              a generation job ended Failed or Canceled
+    └── WaitTimeoutError            waiting for a generation took longer than allowed
 
 Lower-level exceptions (httpx, cattrs, OSError) are translated in `translate_http_errors`
 and the converter's own wrapper; they stay reachable as ``__cause__``.
@@ -36,12 +39,15 @@ __all__ = [
     "DestinationError",
     "DownloadError",
     "InvalidTaskError",
+    "JobFailedError",
     "RateLimitError",
     "ResponseFormatError",
     "RodinError",
     "TaskDownloadError",
     "TimeoutError",
     "TransportError",
+    "ValidationError",
+    "WaitTimeoutError",
     "redact_url",
 ]
 
@@ -60,6 +66,10 @@ class ClientClosedError(RodinError, RuntimeError):
 
 class InvalidTaskError(RodinError, ValueError):
     """A task uuid is blank or cannot name a folder."""
+
+
+class ValidationError(RodinError, ValueError):
+    """Arguments the API would refuse, caught before a request (and a credit) is spent."""
 
 
 class DestinationError(RodinError):
@@ -191,6 +201,27 @@ class TaskDownloadError(RodinError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.task_uuid, self.errors))
+
+
+class JobFailedError(RodinError):
+    """A generation job ended ``Failed`` or ``Canceled``.
+
+    Attributes:
+        job_uuid: The job that failed.
+        status: Its final status string, as the API sent it.
+    """
+
+    def __init__(self, job_uuid: str, status: str) -> None:
+        self.job_uuid = job_uuid
+        self.status = status
+        super().__init__(f"generation job {job_uuid} ended {status}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.job_uuid, self.status))
+
+
+class WaitTimeoutError(RodinError, builtins.TimeoutError):
+    """The jobs were not done within the time `AsyncRodin.wait` was given."""
 
 
 def redact_url(url: str | httpx.URL) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import typing
 from pathlib import Path
@@ -40,13 +41,15 @@ class DownloadedFile:
         name: The name the API listed.
         path: Where it was written (inside the task's folder, under a safe name).
         size: Its size in bytes.
-        attempts: How many requests it took (1 when nothing went wrong).
+        sha256: Hex SHA-256 of the file, as recorded in the task's manifest.
+        attempts: How many requests it took (1 when nothing went wrong; 0 when skipped).
         resumed: Whether a previous partial download was continued instead of restarted.
     """
 
     name: str
     path: Path
     size: int
+    sha256: str | None = None
     attempts: int = 1
     resumed: bool = False
 
@@ -60,17 +63,93 @@ class TaskDownload:
         directory: ``dest/<task_uuid>``, where its files went.
         files: The files that are complete on disk.
         error: Why the task (or some of its files) failed; None on success.
+        skipped: True when an earlier run had already completed the task (its manifest
+            matched the files on disk), so nothing was downloaded.
     """
 
     task_uuid: str
     directory: Path
     files: list[DownloadedFile] = attrs.Factory(list)
     error: RodinError | None = None
+    skipped: bool = False
 
     @property
     def ok(self) -> bool:
         """True when every file of the task was downloaded."""
         return self.error is None
+
+
+class JobStatus(enum.Enum):
+    """Where a generation job is. `UNKNOWN` stands for any status this version doesn't know."""
+
+    WAITING = "Waiting"
+    GENERATING = "Generating"
+    DONE = "Done"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+    UNKNOWN = "Unknown"
+
+    @classmethod
+    def parse(cls, value: str) -> JobStatus:
+        """The member for *value*; `UNKNOWN` for anything new (never an error)."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+_FAILED = frozenset({JobStatus.FAILED, JobStatus.CANCELED})
+
+
+@attrs.frozen
+class Job:
+    """One job of a generation task.
+
+    Attributes:
+        uuid: The job's uuid.
+        status: Its status; `JobStatus.UNKNOWN` for statuses newer than this library.
+        raw_status: The status exactly as the API sent it.
+    """
+
+    uuid: str
+    status: JobStatus
+    raw_status: str
+
+
+@attrs.frozen
+class TaskStatus:
+    """The jobs of a generation task, from ``POST /status``."""
+
+    jobs: list[Job]
+
+    @property
+    def done(self) -> bool:
+        """True when there are jobs and every one is Done."""
+        return bool(self.jobs) and all(j.status is JobStatus.DONE for j in self.jobs)
+
+    @property
+    def failed(self) -> bool:
+        """True when any job Failed or was Canceled."""
+        return any(j.status in _FAILED for j in self.jobs)
+
+
+@attrs.frozen
+class GenerationJob:
+    """A submitted generation, from ``POST /rodin`` or ``/rodin_texture_only``.
+
+    Attributes:
+        uuid: The task uuid: pass it (or this object) to `AsyncRodin.download`.
+        subscription_key: What `AsyncRodin.status` and `AsyncRodin.wait` poll with.
+        job_uuids: The task's jobs.
+        message: The API's message (e.g. "Submitted.").
+        prompt: The prompt the API used, if it said.
+    """
+
+    uuid: str
+    subscription_key: str
+    job_uuids: list[str] = attrs.Factory(list)
+    message: str | None = None
+    prompt: str | None = None
 
 
 @attrs.frozen
@@ -92,6 +171,56 @@ class FileList(Envelope):
     files: list[ResultFile]
 
 
+@attrs.frozen
+class _WireJob:
+    uuid: str
+    status: str
+
+
+@attrs.frozen(kw_only=True)
+class StatusAnswer(Envelope):
+    """The answer of ``POST /status``."""
+
+    jobs: list[_WireJob]
+
+    def to_status(self) -> TaskStatus:
+        return TaskStatus([Job(j.uuid, JobStatus.parse(j.status), j.status) for j in self.jobs])
+
+
+@attrs.frozen
+class _WireJobs:
+    uuids: list[str]
+    subscription_key: str
+
+
+@attrs.frozen(kw_only=True)
+class SubmitAnswer(Envelope):
+    """The answer of ``POST /rodin`` and ``POST /rodin_texture_only``."""
+
+    uuid: str
+    jobs: _WireJobs
+    prompt: str | None = None
+
+    def to_job(self) -> GenerationJob:
+        return GenerationJob(
+            self.uuid, self.jobs.subscription_key, self.jobs.uuids, self.message, self.prompt
+        )
+
+
+@attrs.frozen(kw_only=True)
+class BalanceAnswer(Envelope):
+    """The answer of ``GET /check_balance``."""
+
+    balance: float
+
+
+def _strict_number(value: object, _: object) -> float:
+    # bool is an int, and "12" would float() fine: neither is a number on the wire.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    return float(value)
+
+
 def _strict_str(value: object, _: object) -> str:
     # cattrs would turn 12 or None into "12"/"None"; a wrong type is a wrong answer.
     if not isinstance(value, str):
@@ -107,6 +236,7 @@ def make_converter() -> cattrs.Converter:
     """Build the converter that turns API JSON into models, and nothing else."""
     conv = cattrs.Converter(forbid_extra_keys=False)
     conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook(float, _strict_number)
 
     def list_hook_factory(t: Any) -> Any:
         (item,) = typing.get_args(t)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 
 import attrs
+import httpx
 import stamina
 
 from ._errors import APIError, DownloadError, RateLimitError, TransportError
@@ -51,10 +52,15 @@ class RetryPolicy:
     wait_jitter: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     max_retry_after: float = attrs.field(default=120.0, validator=attrs.validators.ge(0))
 
-    def retrying(self) -> AsyncIterable[stamina.Attempt]:
-        """The attempts of one retried operation: ``async for attempt in policy.retrying()``."""
+    def retrying(
+        self, on: Callable[[Exception], bool | float] | None = None
+    ) -> AsyncIterable[stamina.Attempt]:
+        """The attempts of one retried operation: ``async for attempt in policy.retrying()``.
+
+        *on* replaces `backoff_for` to decide which failures are retried.
+        """
         return stamina.retry_context(
-            on=self.backoff_for,
+            on=on or self.backoff_for,
             attempts=self.attempts,
             timeout=None,
             wait_initial=self.wait_initial,
@@ -74,6 +80,19 @@ class RetryPolicy:
         if retry_after is None:
             return True
         return float(min(max(retry_after, 0.0), self.max_retry_after))
+
+
+def safe_to_resend(exc: BaseException) -> bool:
+    """True when a non-idempotent request surely did not reach the server.
+
+    That is: the connection was never made, or the server throttled us (429) rather
+    than process the request.
+    """
+    if isinstance(exc, RateLimitError):
+        return True
+    return isinstance(exc, TransportError) and isinstance(
+        exc.__cause__, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+    )
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -65,15 +66,27 @@ class _Closing(httpx.AsyncByteStream):
         await self._response.aclose()
 
 
+MANIFEST = ".rodin-manifest.json"
+
+
 def assert_complete(server: FakeRodin, result: TaskDownload) -> None:
-    """Every listed file is on disk with the server's exact bytes, and nothing else is."""
+    """Every listed file is on disk with the server's exact bytes, the manifest records
+    them, and nothing else is in the task folder."""
     assert result.error is None, result.error
+    occurrences: collections.Counter[str] = collections.Counter()
     for f in result.files:
+        index = occurrences[f.name]
+        occurrences[f.name] += 1
         assert f.path.parent == result.directory
-        assert f.path.read_bytes() == server.content(result.task_uuid, f.name), f.name
+        assert f.path.read_bytes() == server.content(result.task_uuid, f.name, index=index)
         assert f.size == f.path.stat().st_size
+        assert f.sha256 == server.sha256(result.task_uuid, f.name, index=index)
+    manifest = json.loads((result.directory / MANIFEST).read_text())
+    assert [(e["file"], e["size"], e["sha256"]) for e in manifest["files"]] == [
+        (f.path.name, f.size, f.sha256) for f in result.files
+    ]
     assert sorted(p.name for p in result.directory.iterdir()) == sorted(
-        f.path.name for f in result.files
+        [MANIFEST, *(f.path.name for f in result.files)]
     )
 
 
