@@ -117,16 +117,8 @@ class GenerationRequest:
         _integer("seed", self.seed, 0, 65535)
         _integer("quality_override", self.quality_override, 1)
         self._check_bbox()
-        for name in (
-            "tier",
-            "condition_mode",
-            "geometry_file_format",
-            "material",
-            "quality",
-            "mesh_mode",
-            "geometry_instruct_mode",
-        ):
-            _choice(name, getattr(self, name), _ANNOTATIONS[name])
+        for name, allowed in _CHOICES.items():
+            _choice(name, getattr(self, name), allowed)
 
     def _check_bbox(self) -> None:
         bbox = self.bbox_condition
@@ -157,7 +149,15 @@ class GenerationRequest:
         return [await _read("images", image, i) for i, image in enumerate(self.images)]
 
 
-_ANNOTATIONS = typing.get_type_hints(GenerationRequest)
+_CHOICES: dict[str, object] = {
+    "tier": Tier,
+    "condition_mode": ConditionMode,
+    "geometry_file_format": GeometryFormat,
+    "material": Material,
+    "quality": Quality,
+    "mesh_mode": MeshMode,
+    "geometry_instruct_mode": GeometryInstructMode,
+}
 
 
 @attrs.frozen(kw_only=True)
