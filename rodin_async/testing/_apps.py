@@ -5,30 +5,45 @@ client must never send the API key there; the request log lets tests check that.
 
 Assumptions where the API documentation is silent:
 
-- an unknown `task_uuid` gets 404 `{"error": "TASK_NOT_FOUND", ...}`;
-- a body that is not a JSON object with a string `task_uuid` gets 400
-  `{"error": "INVALID_REQUEST", ...}`;
+- every API answer is a JSON object; errors are `{"error": CODE, "message": ...}`;
+- an unknown `task_uuid` (download) or `subscription_key` (status) gets 404
+  `{"error": "TASK_NOT_FOUND", ...}`;
+- a body that is not a JSON object with the string field asked, a generation form that is
+  not `multipart/form-data` or that the API would refuse (see `_forms.py`) gets 400
+  `{"error": "INVALID_REQUEST", "message": <what is wrong>}`;
+- a submit with less balance than a generation costs gets 402
+  `{"error": "INSUFFICIENT_BALANCE", ...}` and charges nothing; both generation endpoints
+  cost the same;
+- a submitted task lists no files (`{"error": "OK", "list": []}`) until every job is Done,
+  and never when a job ends otherwise;
+- `submit_time` is ISO 8601 in UTC; `prompt` echoes the prompt sent (null when none);
 - an expired file URL gets 403 with an S3-style XML body, like object stores answer.
 
-More endpoints (`/rodin`, `/status`, `/check_balance`) belong in `_API_ROUTES`: each an
-`async def (request, ctx) -> Response` that takes the next API fault with
-`ctx.state.pop_api_fault()`, answers `_early_response()` when there is one, and builds its
-answer with `_api_json()` so the remaining (wire) faults apply.
+Every endpoint is an `async def (request, ctx) -> Response` in `_API_ROUTES`. `_gate()` takes
+the next API fault for it and answers early when the fault replaces the response or the key
+is wrong; the real answer is built with `_api_json()` so the remaining (wire) faults apply.
+A wire fault on a submit (a reset, say) still creates and charges the task: the request
+reached the server, only the answer is lost.
 """
 
 from __future__ import annotations
 
+import datetime
 import functools
+import importlib.util
 import json
 import mimetypes
 import re
 import secrets
+import uuid as uuid_module
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from urllib.parse import quote, urlencode
 
 import attrs
 from starlette.applications import Starlette
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -44,11 +59,16 @@ from ._faults import (
     StatusFault,
     WrongContentRangeFault,
 )
-from ._state import FileEntry, Origin, RecordedRequest, ServerState
+from ._forms import Form, rodin_problem, texture_problem
+from ._jobs import Ticket
+from ._results import result_files
+from ._state import Endpoint, FileEntry, Origin, RecordedRequest, ServerState, Submission
 from ._wire import Hub, WireResponse
 
 _SLOT = "rodin_async.testing.slot"  # where the recorder leaves the log slot in the scope
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# Starlette parses multipart bodies with python-multipart (in the `testing` extra).
+_HAVE_MULTIPART = importlib.util.find_spec("python_multipart") is not None
 _EXPIRED_XML = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
     b"<Message>Request has expired</Message></Error>"
@@ -174,12 +194,29 @@ async def _json_field(request: Request, field: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+async def _discard_body(request: Request) -> None:
+    # Read an unwanted body, so the client is never cut off while still uploading.
+    async for _ in request.stream():
+        pass
+
+
+async def _gate(
+    request: Request, ctx: Context, endpoint: Endpoint
+) -> tuple[Fault | None, Response | None]:
+    """Take the endpoint's next fault; return an answer too when the request ends here."""
+    fault = ctx.state.pop_api_fault(endpoint)
+    early = _early_response(fault, "api")
+    if early is None and not _authorized(ctx, request):
+        early = _api_error(ctx, 401, "UNAUTHORIZED", "Active API key is required.", fault)
+    if early is not None:
+        await _discard_body(request)
+    return fault, early
+
+
 async def _download(request: Request, ctx: Context) -> Response:
-    fault = ctx.state.pop_api_fault()
-    if (early := _early_response(fault, "api")) is not None:
+    fault, early = await _gate(request, ctx, "download")
+    if early is not None:
         return early
-    if not _authorized(ctx, request):
-        return _api_error(ctx, 401, "UNAUTHORIZED", "Active API key is required.", fault)
     task_uuid = await _json_field(request, "task_uuid")
     if task_uuid is None:
         message = 'Send a JSON object with a string "task_uuid".'
@@ -198,11 +235,110 @@ async def _download(request: Request, ctx: Context) -> Response:
     return _api_json(ctx, 201, {"error": "OK", "list": files}, fault)
 
 
+async def _status(request: Request, ctx: Context) -> Response:
+    fault, early = await _gate(request, ctx, "status")
+    if early is not None:
+        return early
+    key = await _json_field(request, "subscription_key")
+    if key is None:
+        message = 'Send a JSON object with a string "subscription_key".'
+        return _api_error(ctx, 400, "INVALID_REQUEST", message, fault)
+    found = ctx.state.job_statuses(key)
+    if found is None:
+        return _api_error(ctx, 404, "TASK_NOT_FOUND", "No task has that subscription key.", fault)
+    task_uuid, jobs = found
+    _annotate(ctx, request, task_uuid)
+    listed = [{"uuid": job_uuid, "status": status} for job_uuid, status in jobs]
+    return _api_json(ctx, 201, {"error": "OK", "jobs": listed}, fault)
+
+
+async def _check_balance(request: Request, ctx: Context) -> Response:
+    fault, early = await _gate(request, ctx, "check_balance")
+    if early is not None:
+        return early
+    return _api_json(ctx, 201, {"balance": ctx.state.balance}, fault)
+
+
+def _as_form(data: FormData) -> Form:
+    fields: dict[str, list[str]] = {}
+    files: dict[str, list[tuple[str, int]]] = {}
+    for name, value in data.multi_items():
+        if isinstance(value, str):
+            fields.setdefault(name, []).append(value)
+        else:
+            files.setdefault(name, []).append((value.filename or "", value.size or 0))
+    return Form(fields, files)
+
+
+async def _read_form(request: Request) -> Form | str:
+    """The multipart form sent, or what is wrong with the body."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "multipart/form-data":
+        await _discard_body(request)
+        return f"Send the form as multipart/form-data, not {media_type or 'no content type'}."
+    if not _HAVE_MULTIPART:
+        raise RuntimeError("FakeRodin needs python-multipart: install rodin-async[testing].")
+    try:
+        async with request.form() as data:
+            return _as_form(data)
+    except HTTPException as exc:  # starlette's verdict on a malformed body
+        return f"The multipart body is malformed: {exc.detail}"
+
+
+def _submitted(task_uuid: str, form: Form, ticket: Ticket) -> dict[str, object]:
+    return {
+        "error": None,
+        "message": "Submitted.",
+        "uuid": task_uuid,
+        "jobs": {"uuids": list(ticket.job_uuids), "subscription_key": ticket.subscription_key},
+        "prompt": form.text("prompt"),
+        "submit_time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    }
+
+
+async def _submit(
+    request: Request, ctx: Context, endpoint: Endpoint, problem_of: Callable[[Form], str | None]
+) -> Response:
+    """Validate a generation form, charge it, and create its task."""
+    fault, early = await _gate(request, ctx, endpoint)
+    if early is not None:
+        return early
+    form = await _read_form(request)
+    if isinstance(form, str):
+        return _api_error(ctx, 400, "INVALID_REQUEST", form, fault)
+    if (problem := problem_of(form)) is not None:
+        ctx.state.record_submission(Submission(endpoint, form.fields, form.files, None))
+        return _api_error(ctx, 400, "INVALID_REQUEST", problem, fault)
+    task_uuid = str(uuid_module.uuid4())
+    geometry_format = form.text("geometry_file_format") or "glb"
+    files = result_files(task_uuid, geometry_format, form.text("material") or "PBR")
+    ticket = ctx.state.start_generation(task_uuid, form.text("prompt"), files)
+    recorded = None if ticket is None else task_uuid
+    ctx.state.record_submission(Submission(endpoint, form.fields, form.files, recorded))
+    if ticket is None:
+        message = f"A generation costs {ctx.state.settings.cost}; the balance is lower."
+        return _api_error(ctx, 402, "INSUFFICIENT_BALANCE", message, fault)
+    _annotate(ctx, request, task_uuid)
+    return _api_json(ctx, 201, _submitted(task_uuid, form, ticket), fault)
+
+
+async def _generate(request: Request, ctx: Context) -> Response:
+    return await _submit(request, ctx, "rodin", rodin_problem)
+
+
+async def _generate_texture(request: Request, ctx: Context) -> Response:
+    return await _submit(request, ctx, "rodin_texture_only", texture_problem)
+
+
 Handler = Callable[[Request, Context], Awaitable[Response]]
 
 # (method, path, handler) for every API endpoint the fake implements.
 _API_ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/api/v2/download", _download),
+    ("POST", "/api/v2/status", _status),
+    ("GET", "/api/v2/check_balance", _check_balance),
+    ("POST", "/api/v2/rodin", _generate),
+    ("POST", "/api/v2/rodin_texture_only", _generate_texture),
 ]
 
 

@@ -1,5 +1,9 @@
 """`FakeRodin`: a fake Rodin API and result-file host on loopback, for tests.
 
+The API serves the whole workflow: submit (`/rodin`, `/rodin_texture_only`), poll
+(`/status`), list results (`/download`) and `/check_balance`. Submitted tasks move through
+their statuses with the clock and get small valid result files when Done.
+
 Two uvicorn servers (API and files, on two ports, so two origins) share one event loop in a
 daemon thread. Tests talk to them over real sockets, configure them from their own thread,
 and read back every request they received.
@@ -25,7 +29,7 @@ from starlette.types import ASGIApp
 from ._apps import Context, build_api_app, build_files_app
 from ._content import FileSource
 from ._faults import Fault
-from ._state import Origin, RecordedRequest, ServerState
+from ._state import Endpoint, GenerationSettings, Origin, RecordedRequest, ServerState, Submission
 from ._wire import Hub
 
 _LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
@@ -43,6 +47,13 @@ class FakeRodin:
     `async with` runs the blocking start and stop in a worker thread, so the test's event
     loop keeps running meanwhile.
 
+    Submitted generations: each job is `Waiting` for the first third of `generation_time`,
+    `Generating` for the rest, then `Done`, and the task then lists its result files (a
+    valid one-triangle `.glb` or another `geometry_file_format`, one per `material`, and
+    `preview.webp`). A job can end otherwise: `fail_next_generation()`, a prompt containing
+    `fake-status:<Status>` (e.g. `"a chair fake-status:Failed"`), or `set_job_status()` at
+    any moment, with any status string, known to the API or not (e.g. `"Paused"`).
+
     Example:
         with FakeRodin(api_key="test-key") as server:
             task = server.add_task({"base.glb": b"glTF", "preview.webp": 1024})
@@ -58,6 +69,10 @@ class FakeRodin:
         api_port: int = 0,
         files_port: int = 0,
         url_ttl: float | None = None,
+        balance: float = 100.0,
+        generation_cost: float = 0.5,
+        generation_time: float = 0.3,
+        jobs_per_task: int = 1,
     ) -> None:
         """Configure the fake; nothing listens until `start()`.
 
@@ -68,15 +83,21 @@ class FakeRodin:
             files_port: The file host port; 0 picks a free one.
             url_ttl: Seconds a listed file URL stays valid; None means until expired by
                 `expire_urls()` or an `expire` fault.
+            balance: The credits `/check_balance` starts with.
+            generation_cost: What each accepted submit takes from the balance.
+            generation_time: Seconds from submit until a task's jobs end (0: at once).
+            jobs_per_task: How many jobs each submitted task has.
 
         Raises:
-            ValueError: `host` is not an address in 127.0.0.0/8, or `url_ttl` is not positive.
+            ValueError: `host` is not an address in 127.0.0.0/8, `url_ttl` is not positive,
+                `generation_cost` or `generation_time` is negative, or `jobs_per_task` < 1.
         """
         if url_ttl is not None and url_ttl <= 0:
             raise ValueError(f"url_ttl must be positive seconds or None, got {url_ttl}.")
         self._host = _loopback_host(host)
         self._ports: dict[Origin, int] = {"api": api_port, "files": files_port}
-        self._state = ServerState(api_key, url_ttl)
+        settings = _generation_settings(generation_cost, generation_time, jobs_per_task)
+        self._state = ServerState(api_key, url_ttl, settings, balance)
         self._runner: _Runner | None = None
         self._lock = threading.Lock()
 
@@ -219,9 +240,23 @@ class FakeRodin:
         api_port: int = 0,
         files_port: int = 0,
         url_ttl: float | None = None,
+        balance: float = 100.0,
+        generation_cost: float = 0.5,
+        generation_time: float = 0.3,
+        jobs_per_task: int = 1,
     ) -> FakeRodin:
         """Build a (not yet started) fake serving the tasks under `root`; see `add_directory`."""
-        server = cls(api_key, host=host, api_port=api_port, files_port=files_port, url_ttl=url_ttl)
+        server = cls(
+            api_key,
+            host=host,
+            api_port=api_port,
+            files_port=files_port,
+            url_ttl=url_ttl,
+            balance=balance,
+            generation_cost=generation_cost,
+            generation_time=generation_time,
+            jobs_per_task=jobs_per_task,
+        )
         server.add_directory(root)
         return server
 
@@ -247,6 +282,45 @@ class FakeRodin:
         """Make every URL listed so far for the task answer 403 until the task is listed again."""
         self._state.expire(task_uuid)
 
+    # -- generations -----------------------------------------------------------------------
+
+    @property
+    def balance(self) -> float:
+        """The credits left, as `/check_balance` answers; assign to change them."""
+        return self._state.balance
+
+    @balance.setter
+    def balance(self, value: float) -> None:
+        self._state.balance = value
+
+    def fail_next_generation(self, status: str = "Failed") -> None:
+        """Make the first job of the next submitted task end with `status` instead of Done.
+
+        Calls queue up: each accepted submit (whose prompt has no `fake-status:` marker)
+        takes the next. The task's other jobs still end Done.
+
+        Args:
+            status: Any status string: `"Failed"`, `"Canceled"`, or one the API never
+                documented (such as `"Paused"`), to test that clients survive it.
+        """
+        self._state.fail_next(status)
+
+    def set_job_status(self, task_uuid: str, status: str | None, *, job: int | None = None) -> None:
+        """Force the status `/status` reports for a submitted task's jobs, from now on.
+
+        Forcing `"Done"` on every job lists the task's result files at once.
+
+        Args:
+            task_uuid: A task created by a submit.
+            status: Any status string; None returns the jobs to their timeline.
+            job: Which job (0 is the first); all of them when None.
+
+        Raises:
+            KeyError: There is no such task.
+            ValueError: The task was not submitted (it has no jobs), or has no job `job`.
+        """
+        self._state.force_status(task_uuid, status, job)
+
     # -- faults ------------------------------------------------------------------------------
 
     def add_faults(self, task_uuid: str, name: str, *faults: Fault, index: int = 0) -> None:
@@ -256,13 +330,21 @@ class FakeRodin:
         """
         self._state.add_faults(self._state.find(task_uuid, name, index), faults)
 
-    def add_api_faults(self, *faults: Fault) -> None:
+    def add_api_faults(self, *faults: Fault, endpoint: Endpoint | None = None) -> None:
         """Queue faults for the API: each API request consumes the next one.
 
+        Args:
+            faults: The faults, consumed in order.
+            endpoint: Only requests to this endpoint (`"status"`, `"download"`, `"rodin"`,
+                `"rodin_texture_only"`, `"check_balance"`) consume them; None means any
+                endpoint. A request takes from its endpoint's queue first, then from the
+                shared one.
+
         Raises:
-            ValueError: A fault only makes sense for files (redirect, ranges, expire).
+            ValueError: A fault only makes sense for files (redirect, ranges, expire), or
+                the endpoint is unknown.
         """
-        self._state.add_api_faults(faults)
+        self._state.add_api_faults(faults, endpoint)
 
     # -- what was received -----------------------------------------------------------------
 
@@ -283,13 +365,29 @@ class FakeRodin:
             and name in (None, r.file_name)
         ]
 
-    def api_requests(self) -> list[RecordedRequest]:
-        """The API's requests."""
-        return [r for r in self.requests if r.origin == "api"]
+    def api_requests(self, endpoint: Endpoint | None = None) -> list[RecordedRequest]:
+        """The API's requests, optionally only those to one endpoint (e.g. `"status"`)."""
+        path = None if endpoint is None else f"/api/v2/{endpoint}"
+        return [r for r in self.requests if r.origin == "api" and path in (None, r.path)]
+
+    @property
+    def submissions(self) -> list[Submission]:
+        """Every generation form the API received past authentication, in order (a snapshot)."""
+        return self._state.submissions()
 
     def reset_requests(self) -> None:
-        """Forget every request received so far."""
+        """Forget every request and submission received so far."""
         self._state.reset_requests()
+
+
+def _generation_settings(cost: float, duration: float, jobs_per_task: int) -> GenerationSettings:
+    if cost < 0 or duration < 0:
+        raise ValueError(
+            f"generation_cost and generation_time cannot be negative, got {cost} and {duration}."
+        )
+    if jobs_per_task < 1:
+        raise ValueError(f"jobs_per_task must be at least 1, got {jobs_per_task}.")
+    return GenerationSettings(cost, duration, jobs_per_task)
 
 
 def _loopback_host(host: str) -> str:

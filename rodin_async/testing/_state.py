@@ -1,4 +1,4 @@
-"""What the fake servers know: tasks, their files and URLs, fault queues, and the request log.
+"""What the fake servers know: tasks, files, URLs, generations, balance, faults and the logs.
 
 Tests mutate this from their own thread while the servers read it from theirs, so every
 access goes through one lock, and what leaves the lock is either immutable or a copy.
@@ -6,17 +6,24 @@ access goes through one lock, and what leaves the lock is either immutable or a 
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
+import uuid as uuid_module
 from collections import deque
-from typing import Literal
+from collections.abc import Mapping
+from typing import Literal, get_args
 
 import attrs
 
 from ._content import Content, FileSource, make_content
 from ._faults import Fault
+from ._jobs import DONE, Generation, Job, Ticket, marked_outcome
 
 Origin = Literal["api", "files"]
+Endpoint = Literal["check_balance", "download", "rodin", "rodin_texture_only", "status"]
+"""An API endpoint, named by its path under `/api/v2/`."""
+ENDPOINTS: tuple[Endpoint, ...] = get_args(Endpoint)
 Slot = tuple[int, int]  # (log epoch, index): where a logged request sits in the log
 
 
@@ -39,6 +46,30 @@ class RecordedRequest:
     status: int
 
 
+@attrs.frozen
+class Submission:
+    """One generation form the API received (after authentication), as a test sees it.
+
+    `fields` holds every text field by name, `files` every upload as (file name, size), each
+    in the order sent, unknown fields included. `task_uuid` is None when the API refused the
+    form (invalid, or not enough balance).
+    """
+
+    endpoint: Endpoint
+    fields: dict[str, list[str]]
+    files: dict[str, list[tuple[str, int]]]
+    task_uuid: str | None
+
+
+@attrs.frozen
+class GenerationSettings:
+    """What a generation costs, how long it takes and how many jobs it has."""
+
+    cost: float
+    duration: float
+    jobs_per_task: int
+
+
 @attrs.define
 class FileEntry:
     """One listed result file and the faults its next requests will meet."""
@@ -55,6 +86,8 @@ class TaskState:
     files: list[FileEntry] = attrs.field(factory=list)
     tokens: dict[str, float] = attrs.field(factory=dict)
     generation: int = 0
+    # Set for tasks created by a submit: their files are listed once every job is Done.
+    generated: Generation | None = None
 
 
 @attrs.frozen
@@ -69,13 +102,21 @@ class Listed:
 class ServerState:
     """The shared, lock-protected model behind both fake servers."""
 
-    def __init__(self, api_key: str, url_ttl: float | None) -> None:
+    def __init__(
+        self, api_key: str, url_ttl: float | None, settings: GenerationSettings, balance: float
+    ) -> None:
         self.api_key = api_key
         self.url_ttl = url_ttl
+        self.settings = settings
         self._lock = threading.Lock()
         self._tasks: dict[str, TaskState] = {}
-        self._api_faults: deque[Fault] = deque()
+        self._balance = balance
+        self._by_key: dict[str, str] = {}  # subscription key -> task uuid
+        self._outcomes: deque[str] = deque()
+        # Faults for any API endpoint (key None) and for one endpoint only.
+        self._api_faults: dict[Endpoint | None, deque[Fault]] = {}
         self._requests: list[RecordedRequest] = []
+        self._submissions: list[Submission] = []
         # Bumped by reset_requests so a request answered after a reset cannot overwrite
         # whichever new request took its old slot.
         self._epoch = 0
@@ -94,10 +135,7 @@ class ServerState:
     ) -> None:
         """Append a file to a task (names may repeat)."""
         with self._lock:
-            task = self._task(task_uuid)
-            occurrence = sum(entry.name == name for entry in task.files)
-            content = make_content(name, source, occurrence=occurrence)
-            task.files.append(FileEntry(name, content, deque(faults)))
+            _append_file(self._task(task_uuid), name, source, faults)
 
     def find(self, task_uuid: str, name: str, index: int) -> FileEntry:
         """Return the `index`-th file called `name` (KeyError when there is none)."""
@@ -121,14 +159,80 @@ class ServerState:
         except KeyError:
             raise KeyError(f"No task {task_uuid!r}; add it with add_task() first.") from None
 
+    # -- generations -------------------------------------------------------------------
+
+    @property
+    def balance(self) -> float:
+        """The credits left."""
+        with self._lock:
+            return self._balance
+
+    @balance.setter
+    def balance(self, value: float) -> None:
+        with self._lock:
+            self._balance = value
+
+    def fail_next(self, status: str) -> None:
+        """Queue an outcome: the next generation without a prompt marker ends with it."""
+        with self._lock:
+            self._outcomes.append(status)
+
+    def start_generation(
+        self, task_uuid: str, prompt: str | None, files: Mapping[str, FileSource]
+    ) -> Ticket | None:
+        """Charge a generation and create its task, jobs and result files (None: too poor)."""
+        settings = self.settings
+        with self._lock:
+            if self._balance < settings.cost:
+                return None
+            self._balance -= settings.cost
+            outcome = marked_outcome(prompt)
+            if outcome is None:
+                outcome = self._outcomes.popleft() if self._outcomes else DONE
+            jobs = [Job(str(uuid_module.uuid4())) for _ in range(settings.jobs_per_task)]
+            jobs[0].outcome = outcome
+            generation = Generation(secrets.token_hex(32), jobs, settings.duration)
+            task = TaskState(generated=generation)
+            for name, source in files.items():
+                _append_file(task, name, source, ())
+            self._tasks[task_uuid] = task
+            self._by_key[generation.subscription_key] = task_uuid
+            return generation.ticket
+
+    def job_statuses(self, subscription_key: str) -> tuple[str, list[tuple[str, str]]] | None:
+        """The task uuid and each job's (uuid, status) for a subscription key (None: unknown)."""
+        with self._lock:
+            task_uuid = self._by_key.get(subscription_key)
+            generation = None if task_uuid is None else self._tasks[task_uuid].generated
+            if task_uuid is None or generation is None:
+                return None
+            return task_uuid, generation.statuses()
+
+    def force_status(self, task_uuid: str, status: str | None, job: int | None) -> None:
+        """Force one job's status (all jobs' when `job` is None); None resumes the timeline."""
+        with self._lock:
+            generation = self._task(task_uuid).generated
+            if generation is None:
+                raise ValueError(f"Task {task_uuid!r} was not submitted, so it has no jobs.")
+            if job is not None and not 0 <= job < len(generation.jobs):
+                count = len(generation.jobs)
+                raise ValueError(f"Task {task_uuid!r} has {count} job(s), not number {job}.")
+            for chosen in generation.jobs if job is None else [generation.jobs[job]]:
+                chosen.forced = status
+
     # -- URLs --------------------------------------------------------------------------
 
     def list_task(self, task_uuid: str) -> list[Listed] | None:
-        """Issue a fresh URL token for the task and return its listing (None: unknown)."""
+        """Issue a fresh URL token for the task and return its listing (None: unknown).
+
+        A submitted task lists nothing until every job is Done, like the API answers early.
+        """
         with self._lock:
             task = self._tasks.get(task_uuid)
             if task is None:
                 return None
+            if task.generated is not None and not task.generated.ready:
+                return []
             task.generation += 1
             token = str(task.generation)
             task.tokens[token] = time.monotonic()
@@ -155,23 +259,28 @@ class ServerState:
         with self._lock:
             entry.faults.extend(faults)
 
-    def add_api_faults(self, faults: tuple[Fault, ...]) -> None:
-        """Append faults to the API queue, refusing the file-only kinds."""
+    def add_api_faults(self, faults: tuple[Fault, ...], endpoint: Endpoint | None) -> None:
+        """Append faults to an API queue (one endpoint's, or any endpoint's when None)."""
+        if endpoint is not None and endpoint not in ENDPOINTS:
+            raise ValueError(f"Unknown endpoint {endpoint!r}; use one of {', '.join(ENDPOINTS)}.")
         for fault in faults:
             if not fault.api_allowed:
                 raise ValueError(f"{fault!r} only applies to result files, not to the API.")
         with self._lock:
-            self._api_faults.extend(faults)
+            self._api_faults.setdefault(endpoint, deque()).extend(faults)
 
     def pop_fault(self, entry: FileEntry) -> Fault | None:
         """Take the next fault for a file request, if any is queued."""
         with self._lock:
             return entry.faults.popleft() if entry.faults else None
 
-    def pop_api_fault(self) -> Fault | None:
-        """Take the next fault for an API request, if any is queued."""
+    def pop_api_fault(self, endpoint: Endpoint) -> Fault | None:
+        """Take the next fault for a request to `endpoint`: its own queue's first, if any."""
         with self._lock:
-            return self._api_faults.popleft() if self._api_faults else None
+            for queue in (self._api_faults.get(endpoint), self._api_faults.get(None)):
+                if queue:
+                    return queue.popleft()
+            return None
 
     # -- request log -------------------------------------------------------------------
 
@@ -200,8 +309,26 @@ class ServerState:
         with self._lock:
             return list(self._requests)
 
+    def record_submission(self, submission: Submission) -> None:
+        """Log a generation form the API received."""
+        with self._lock:
+            self._submissions.append(submission)
+
+    def submissions(self) -> list[Submission]:
+        """A snapshot of the submission log, in arrival order."""
+        with self._lock:
+            return list(self._submissions)
+
     def reset_requests(self) -> None:
-        """Forget every logged request."""
+        """Forget every logged request and submission."""
         with self._lock:
             self._requests.clear()
+            self._submissions.clear()
             self._epoch += 1
+
+
+def _append_file(task: TaskState, name: str, source: FileSource, faults: tuple[Fault, ...]) -> None:
+    # Caller holds the lock. Same-named files get different generated bytes.
+    occurrence = sum(entry.name == name for entry in task.files)
+    content = make_content(name, source, occurrence=occurrence)
+    task.files.append(FileEntry(name, content, deque(faults)))
