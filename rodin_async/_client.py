@@ -71,6 +71,7 @@ from ._models import (
 )
 from ._progress import ProgressCallback, TaskFinished, ignore
 from ._retry import RetryPolicy, parse_retry_after, safe_to_resend
+from ._transport import FileTransport
 
 DEFAULT_BASE_URL = "https://hyperhuman.deemos.com/api/v2"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -188,9 +189,11 @@ class AsyncRodin:
         stack, self._exit_stack = self._exit_stack, None
         try:
             if stack is not None and self._task_group is not None:
-                # Closing the client ends any bulk download still running in it.
+                # Closing the client ends any bulk download still running in it. The
+                # caller's own exception is not handed to the task group, which would
+                # wrap it in an ExceptionGroup; it propagates as it is.
                 self._task_group.cancel_scope.cancel()
-                await stack.__aexit__(exc_type, exc, tb)
+                await stack.aclose()
         finally:
             self._task_group = None
             await self.aclose()
@@ -635,12 +638,13 @@ def _files_client(
 ) -> httpx.AsyncClient:
     # No auth, ever: file URLs are presigned and live on other hosts. Redirects are
     # followed, and there is no key that a redirect could carry away.
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=2 * slots)
     return httpx.AsyncClient(
         timeout=timeout,
         follow_redirects=True,
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=2 * slots),
+        limits=limits,
         headers={"User-Agent": _user_agent()},
-        transport=transport,
+        transport=transport or FileTransport(limits),
     )
 
 

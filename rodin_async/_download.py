@@ -14,14 +14,13 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
-import aiofiles
 import anyio
 import attrs
 import httpx
 
 from ._errors import DownloadError, RodinError, TaskDownloadError, translate_http_errors
-from ._files import make_task_directory, part_path, unique_names
-from ._manifest import Verify, remove_manifest, sha256_file, verified_files, write_manifest
+from ._files import PartWriter, make_task_directory, part_path, unique_names
+from ._manifest import Verify, remove_manifest, verified_files, write_manifest
 from ._models import DownloadedFile, ResultFile, TaskDownload
 from ._progress import (
     FileFailed,
@@ -150,11 +149,8 @@ class Downloader:
     ) -> None:
         try:
             done = await self.download_file(job, listing)
-            with _disk_errors(job):  # hashed outside the transfer slot, in a worker thread
-                digest = await anyio.to_thread.run_sync(sha256_file, done.path)
-            done = attrs.evolve(done, sha256=digest)
         except DownloadError as exc:
-            job.emit(FileFailed(job.task_uuid, job.name, exc))
+            job.emit(FileFailed(job.task_uuid, job.name, job.final, exc))
             outcomes.append(exc)
         else:
             job.emit(FileFinished(job.task_uuid, job.name, done.path, done.size))
@@ -193,7 +189,7 @@ class Downloader:
             yield
         except RodinError as exc:
             if num < self.retry.attempts and self.retry.backoff_for(exc) is not False:
-                job.emit(FileRetried(job.task_uuid, job.name, num, exc))
+                job.emit(FileRetried(job.task_uuid, job.name, job.final, num, exc))
             raise
 
     async def _attempt(self, job: _FileJob) -> DownloadedFile:
@@ -210,13 +206,15 @@ class Downloader:
                     FileStarted(job.task_uuid, job.name, job.final, expected, start, job.attempts)
                 )
                 with translate_http_errors(what):
-                    size = await _stream_to(job, part, response, start)
+                    size, digest = await _stream_to(job, part, response, start)
             finally:
                 with anyio.CancelScope(shield=True):
                     await response.aclose()
             await _verify_size(job, part, size, expected)
             await anyio.Path(part).replace(job.final)
-        return DownloadedFile(job.name, job.final, size, attempts=job.attempts, resumed=start > 0)
+        return DownloadedFile(
+            job.name, job.final, size, digest, attempts=job.attempts, resumed=start > 0
+        )
 
     async def _check(
         self, job: _FileJob, response: httpx.Response, offset: int, part: Path
@@ -288,11 +286,13 @@ def _retryable(
     )
 
 
-async def _stream_to(job: _FileJob, part: Path, response: httpx.Response, start: int) -> int:
-    """Append the body to *part* (or replace it when *start* is 0); return the file size.
+async def _stream_to(
+    job: _FileJob, part: Path, response: httpx.Response, start: int
+) -> tuple[int, str]:
+    """Append the body to *part* (or replace it when *start* is 0).
 
-    Every chunk received is written before the next read, so bytes that arrived before
-    a broken connection are kept for the resume.
+    Returns the part file's size and SHA-256. Every chunk received is written before
+    the next read, so bytes that arrived before a broken connection are kept.
     """
     chunks: AsyncIterator[bytes]
     if response.headers.get("content-encoding", "identity").lower() in ("identity", ""):
@@ -300,17 +300,15 @@ async def _stream_to(job: _FileJob, part: Path, response: httpx.Response, start:
     else:  # the host ignored Accept-Encoding: identity; store what the file decodes to
         chunks = response.aiter_bytes()
     size = start
-    with anyio.CancelScope(shield=True):  # a cancelled open would leak the opened file
-        f = await aiofiles.open(part, "ab" if start else "wb")
+    writer = await PartWriter.open(part, append=start > 0)
     try:
         async for chunk in chunks:
-            await f.write(chunk)
+            await writer.write(chunk)
             size += len(chunk)
-            job.emit(FileProgress(job.task_uuid, job.name, len(chunk), size))
+            job.emit(FileProgress(job.task_uuid, job.name, job.final, len(chunk), size))
     finally:
-        with anyio.CancelScope(shield=True):
-            await f.close()
-    return size
+        await writer.aclose()
+    return size, writer.sha256()
 
 
 async def _verify_size(job: _FileJob, part: Path, size: int, expected: int | None) -> None:

@@ -9,12 +9,16 @@ so they can't collide with part files or the manifest.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
+import aiofiles.threadpool
 import anyio
 
 from ._errors import DestinationError, InvalidTaskError
@@ -135,3 +139,70 @@ async def make_task_directory(dest: Path, task_uuid: str) -> Path:
 def part_path(final: Path) -> Path:
     """The hidden ``.part`` file a download is written to before it is complete."""
     return final.with_name(f".{final.name}.part")
+
+
+class _HashingFile(io.BufferedIOBase):
+    """A write-only file that hashes what it writes, so both happen in one thread hop."""
+
+    def __init__(self, file: BinaryIO, digest: hashlib._Hash) -> None:
+        self._file = file
+        self._digest = digest
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self._digest.update(data)
+        return self._file.write(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            super().close()  # flushes through to the real file first
+        finally:
+            self._file.close()
+
+
+class PartWriter:
+    """Writes a download's ``.part`` file through aiofiles and keeps its SHA-256.
+
+    Hashing rides along with each write in aiofiles' worker thread, where hashlib
+    releases the GIL, instead of costing the event loop or a second pass over the file.
+    """
+
+    def __init__(self, file: aiofiles.threadpool.binary.AsyncBufferedIOBase,
+                 digest: hashlib._Hash) -> None:
+        self._file = file
+        self._digest = digest
+
+    @classmethod
+    async def open(cls, part: Path, *, append: bool) -> PartWriter:
+        """Open *part* to append to it (hashing what it holds) or to start it afresh."""
+        digest = hashlib.sha256()
+        # Shielded: a cancelled open would leak the file it opened in the thread.
+        with anyio.CancelScope(shield=True):
+            raw = await anyio.to_thread.run_sync(_open_hashing, part, append, digest)
+        return cls(aiofiles.threadpool.wrap(raw), digest)
+
+    async def write(self, chunk: bytes) -> None:
+        await self._file.write(chunk)
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):  # the bytes written so far must reach the disk
+            await self._file.close()
+
+    def sha256(self) -> str:
+        """Hex SHA-256 of everything in the part file so far."""
+        return self._digest.hexdigest()
+
+
+def _open_hashing(part: Path, append: bool, digest: hashlib._Hash) -> _HashingFile:
+    if append:
+        with open(part, "rb") as existing:
+            while block := existing.read(1 << 20):
+                digest.update(block)
+    return _HashingFile(open(part, "ab" if append else "wb"), digest)

@@ -1,8 +1,10 @@
 """Typed progress events, emitted while downloads run (the CLI's bars are built on them).
 
 Callbacks are plain functions called in the event loop, once per chunk at most, so they
-must be quick and must not block. Byte accounting: a file's bytes on disk are the
-``offset`` of its latest `FileStarted` plus every `FileProgress.advanced` after it.
+must be quick and must not block. File events carry ``path``, the file's final path,
+which tells apart two listed files that share a name. Byte accounting: a file's bytes on
+disk are the ``offset`` of its latest `FileStarted` plus every `FileProgress.advanced`
+after it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class FileProgress:
 
     task_uuid: str
     name: str
+    path: Path
     advanced: int
     received: int
 
@@ -53,6 +56,7 @@ class FileRetried:
 
     task_uuid: str
     name: str
+    path: Path
     attempt: int
     error: RodinError
 
@@ -73,6 +77,7 @@ class FileFailed:
 
     task_uuid: str
     name: str
+    path: Path
     error: RodinError
 
 
