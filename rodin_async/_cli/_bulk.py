@@ -1,0 +1,186 @@
+"""The bulk download that ``download``, ``demo`` and ``generate --wait`` share.
+
+It runs `AsyncRodin.download_many`, feeds a `Tally` from the progress events, writes one
+``--json`` line per finished task, and reports at the end. Ctrl-C is a normal way out:
+the work is cancelled, the library keeps only hidden ``.part`` files, and the summary of
+what finished is still printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Literal
+
+import attrs
+from rich.console import Console
+from rich.markup import escape
+
+import rodin_async
+from rodin_async import AsyncRodin, TaskDownload
+
+from ._common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CliError,
+    Interrupted,
+    print_json,
+    run,
+)
+from ._display import live_progress, summary_table
+from ._tally import Tally, first_line, status_of
+
+ClientFactory = Callable[[], AsyncRodin]
+Verify = Literal["size", "sha256"]
+
+
+@attrs.frozen
+class Job:
+    """What to download, where, and how to treat tasks an earlier run completed."""
+
+    uuids: list[str]
+    dest: Path
+    overwrite: bool = False
+    verify: Verify = "size"
+
+
+@attrs.frozen
+class Output:
+    """Where a bulk download reports: a console for humans, stdout for ``--json`` lines."""
+
+    console: Console
+    quiet: bool = False
+    json_lines: bool = False
+
+    @property
+    def live(self) -> bool:
+        """Bars only on a terminal: in a log file they would be thousands of lines."""
+        return not self.quiet and self.console.is_terminal
+
+    def task_done(self, result: TaskDownload) -> None:
+        """Report one finished task: a JSON line, and a line for humans unless bars show."""
+        if self.json_lines:
+            print_json(task_json(result))
+        if self.quiet or (self.live and result.ok):
+            return
+        status = status_of(result)
+        style = {"ok": "green", "failed": "red", "skipped": "dim"}[status]
+        count = len(result.files)
+        detail = first_line(result.error) if not result.ok else f"{count} file{'s' * (count != 1)}"
+        self.console.print(f"[{style}]{status:<7}[/] {escape(result.task_uuid)}  {escape(detail)}")
+
+
+def task_json(result: TaskDownload) -> dict[str, object]:
+    """The ``--json`` object of a finished task."""
+    return {
+        "uuid": result.task_uuid,
+        "status": status_of(result),
+        "files": [{"name": f.name, "path": str(f.path), "size": f.size} for f in result.files],
+        "error": str(result.error) if result.error is not None else None,
+    }
+
+
+def download_all(
+    open_client: ClientFactory, job: Job, output: Output, *, title: str = "Downloading"
+) -> Tally:
+    """Download *job*'s tasks with progress; return the tally, even after Ctrl-C.
+
+    Raises:
+        CliError: The run could not start (bad key, unusable destination, bad uuid),
+            or the API key was rejected.
+    """
+    tally = Tally(len(job.uuids))
+    try:
+        run(lambda: _download(open_client, job, tally, output, title))
+    except Interrupted:
+        tally.interrupted = True
+    finally:
+        tally.stop_clock()
+    return tally
+
+
+async def _download(
+    open_client: ClientFactory, job: Job, tally: Tally, output: Output, title: str
+) -> None:
+    async with open_client() as rodin:
+        with _progress(tally, output, title):
+            results = rodin.download_many(
+                job.uuids,
+                job.dest,
+                overwrite=job.overwrite,
+                verify=job.verify,
+                on_progress=tally.on_event,
+            )
+            async with contextlib.aclosing(results):
+                async for result in results:
+                    tally.record(result)
+                    output.task_done(result)
+                    if isinstance(result.error, rodin_async.AuthenticationError):
+                        break  # every other task would fail the same way
+    _raise_if_key_rejected(tally)
+
+
+@contextlib.contextmanager
+def _progress(tally: Tally, output: Output, title: str) -> Iterator[None]:
+    if not output.live:
+        yield
+        return
+    with live_progress(tally, output.console, title):
+        yield
+
+
+def _raise_if_key_rejected(tally: Tally) -> None:
+    for result in tally.results:
+        if isinstance(result.error, rodin_async.AuthenticationError):
+            raise CliError(f"the API key was rejected: {first_line(result.error)}")
+
+
+def finish(
+    tally: Tally,
+    uuids: list[str],
+    output: Output,
+    *,
+    failed_file: Path | None = None,
+    title: str = "rodin-async download",
+) -> int:
+    """Print the summary and the failed tasks, write *failed_file*; return the exit code.
+
+    After Ctrl-C the failed file also lists the tasks that never finished, so running
+    ``--from-file`` on it picks up where the interrupted run stopped.
+    """
+    again = [r.task_uuid for r in tally.failed]
+    if tally.interrupted:
+        again += tally.unfinished(uuids)
+    if failed_file is not None:
+        write_lines(failed_file, again)
+    if not output.quiet:
+        output.console.print(summary_table(tally, title))
+    _print_failures(tally, output.console, failed_file)
+    if tally.interrupted:
+        output.console.print(
+            "[yellow]interrupted:[/] finished files are complete; partial ones were kept "
+            "as hidden .part files and resume when you run the same command again"
+        )
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if tally.failed else EXIT_OK
+
+
+def _print_failures(tally: Tally, console: Console, failed_file: Path | None) -> None:
+    if not tally.failed:
+        return
+    console.print(f"[red]{len(tally.failed)} task(s) failed:[/]")
+    for result in tally.failed:
+        console.print(f"  {result.task_uuid}  {first_line(result.error)}", markup=False)
+    if failed_file is not None:
+        again = f"retry them with: rodin-async download --from-file {failed_file}"
+        console.print(again, markup=False)
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    """Write *lines* to *path*, one per line (an empty file for none)."""
+    try:
+        path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"can't write {str(path)!r}: {exc.strerror}", EXIT_FAILED) from exc

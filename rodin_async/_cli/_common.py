@@ -1,0 +1,146 @@
+"""What every command shares: exit codes, one-line errors, consoles, and Ctrl-C handling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
+
+import anyio
+from rich.console import Console
+
+import rodin_async
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2  # click's code for usage errors; configuration problems share it
+EXIT_TIMEOUT = 124  # like coreutils timeout(1): "it is still running"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+# Errors the user fixes by changing how the command is run, not by running it again.
+_CONFIGURATION_ERRORS = (
+    rodin_async.ConfigurationError,
+    rodin_async.AuthenticationError,
+    rodin_async.DestinationError,
+    rodin_async.InvalidTaskError,
+    rodin_async.ValidationError,
+)
+
+
+class CliError(Exception):
+    """A problem to show as one line on stderr, then exit with *code* (no traceback)."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class Interrupted(Exception):
+    """Ctrl-C stopped the work; whatever was running has been cancelled and cleaned up."""
+
+
+def error_console() -> Console:
+    """The console for everything a human reads: stdout is kept for data (``--json``)."""
+    return Console(stderr=True, highlight=False)
+
+
+def as_cli_error(exc: rodin_async.RodinError) -> CliError:
+    """The exit code a library error deserves: 2 for set-up problems, 1 for the rest."""
+    if isinstance(exc, _CONFIGURATION_ERRORS):
+        return CliError(str(exc), EXIT_USAGE)
+    if isinstance(exc, rodin_async.WaitTimeoutError):
+        return CliError(str(exc), EXIT_TIMEOUT)
+    return CliError(str(exc), EXIT_FAILED)
+
+
+def print_json(value: object) -> None:
+    """Write *value* as one JSON line on stdout, flushed so a pipeline sees it at once.
+
+    Raises:
+        CliError: The reader closed the pipe (``| head -1``): there is no one to report to.
+    """
+    try:
+        sys.stdout.write(json.dumps(value) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null, or Python's final flush fails again at exit.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise CliError("stdout was closed by its reader; stopping", EXIT_FAILED) from None
+
+
+def printable(text: str) -> str:
+    """*text* with control characters escaped: server-sent names must not drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def run(main: Callable[[], Awaitable[T]]) -> T:
+    """Run *main* in a fresh event loop; Ctrl-C cancels it and raises `Interrupted`.
+
+    The first Ctrl-C cancels the work, so the library's cleanup (closing part files,
+    closing connections) runs; a second one interrupts the cleanup too.
+
+    Raises:
+        Interrupted: Ctrl-C (SIGINT) stopped *main*.
+        CliError: *main* raised a `RodinError`.
+    """
+
+    async def guarded() -> T:
+        with anyio.CancelScope() as scope, _sigint_cancels(scope):
+            return await main()
+        raise Interrupted  # only reached when the scope was cancelled
+
+    try:
+        return anyio.run(guarded, backend="asyncio")
+    except BaseException as exc:
+        translated = _translate(exc)
+        if translated is exc:
+            raise
+        raise translated from exc
+
+
+def _translate(exc: BaseException) -> BaseException:
+    """Map what escaped the event loop to what the command reports."""
+    # Task groups (AsyncRodin's among them) wrap a lone error in a group: unwrap it.
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, KeyboardInterrupt):  # no signal handler here (Windows), or a 2nd Ctrl-C
+        return Interrupted()
+    if isinstance(exc, rodin_async.RodinError):
+        return as_cli_error(exc)
+    return exc
+
+
+@contextlib.contextmanager
+def _sigint_cancels(scope: anyio.CancelScope) -> Iterator[None]:
+    """Turn the first SIGINT into a cancellation of *scope* instead of a KeyboardInterrupt.
+
+    A KeyboardInterrupt can land anywhere, even between a write and a rename; a
+    cancellation arrives at an await, where the library knows how to clean up.
+    """
+    loop = asyncio.get_running_loop()
+
+    def on_sigint() -> None:
+        scope.cancel()
+        loop.remove_signal_handler(signal.SIGINT)  # a second Ctrl-C interrupts for real
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)

@@ -1,0 +1,140 @@
+"""``rodin-async download``: many tasks' result files, in parallel, with live progress."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from rodin_async import RetryPolicy
+
+from ._bulk import Job, Output, Verify, download_all, finish, write_lines
+from ._common import error_console
+from ._inputs import collect_uuids
+from ._options import ApiKeyFile, BaseUrl, connect
+
+_OUTPUT = "Output"
+
+
+class VerifyMode(str, enum.Enum):
+    """The ``--verify`` choices (an enum: typer turns it into a checked choice)."""
+
+    SIZE = "size"
+    SHA256 = "sha256"
+
+    @property
+    def literal(self) -> Verify:
+        """The value as the library's type spells it."""
+        return "sha256" if self is VerifyMode.SHA256 else "size"
+
+
+Dest = Annotated[
+    Path,
+    typer.Option(
+        "-o", "--output", help="Folder for the results (one sub-folder per task).", file_okay=False
+    ),
+]
+Concurrency = Annotated[
+    int, typer.Option("-j", "--concurrency", min=1, help="Files transferring at once.")
+]
+
+
+def download(
+    uuids: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="UUID", help="Task uuids; '-' reads them from stdin.", show_default=False
+        ),
+    ] = None,
+    output: Dest = Path("rodin-results"),
+    concurrency: Concurrency = 8,
+    from_file: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--from-file",
+            metavar="FILE",
+            help="Read task uuids from FILE ('-' for stdin): one per line, blank lines "
+            "and # comments ignored. May be repeated.",
+            show_default=False,
+        ),
+    ] = None,
+    api_key_file: ApiKeyFile = None,
+    base_url: BaseUrl = None,
+    json_lines: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON object per finished task on stdout "
+            "(uuid, status, files, error); everything else goes to stderr.",
+            rich_help_panel=_OUTPUT,
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "-q",
+            "--quiet",
+            help="Print only failures: no bars, no summary.",
+            rich_help_panel=_OUTPUT,
+        ),
+    ] = False,
+    failed_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--failed-file",
+            help="Write the uuids of failed (and, after Ctrl-C, unfinished) tasks to this "
+            "file, one per line, for a re-run with --from-file.",
+            dir_okay=False,
+            show_default=False,
+            rich_help_panel=_OUTPUT,
+        ),
+    ] = None,
+    retries: Annotated[
+        int, typer.Option("--retries", min=0, help="Retries per file and API call.")
+    ] = 4,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Download tasks again even if an earlier run completed them."
+        ),
+    ] = False,
+    verify: Annotated[
+        VerifyMode,
+        typer.Option(
+            "--verify",
+            help="How an earlier run's files are checked before a task is skipped: "
+            "by size, or by SHA-256 (reads every file).",
+        ),
+    ] = VerifyMode.SIZE,
+) -> None:
+    """Download the result files of many tasks into OUTPUT/<task uuid>/.
+
+    Exit status: 0 all tasks downloaded, 1 some failed, 2 usage or configuration
+    error, 130 interrupted (Ctrl-C; run the same command again to resume).
+    """
+    if not uuids and not from_file:
+        raise typer.BadParameter(
+            "give task uuids as arguments, with --from-file FILE, or '-' for stdin",
+            param_hint="UUID",
+        )
+    wanted = collect_uuids(uuids or [], from_file or [])
+    out = Output(error_console(), quiet=quiet, json_lines=json_lines)
+    if not wanted:
+        if failed_file is not None:
+            write_lines(failed_file, [])  # nothing left to retry: a retry loop can end
+        out.console.print("no task uuids to download")
+        return
+    factory = connect(
+        api_key_file,
+        base_url,
+        max_concurrency=concurrency,
+        retry=RetryPolicy(attempts=retries + 1),
+    )
+    if not quiet:
+        out.console.print(f"downloading {len(wanted)} task(s) to {escape(str(output))}")
+    job = Job(wanted, output, overwrite=overwrite, verify=verify.literal)
+    tally = download_all(factory, job, out)
+    raise typer.Exit(finish(tally, wanted, out, failed_file=failed_file))

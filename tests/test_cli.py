@@ -1,0 +1,324 @@
+"""The `rodin-async` command, driven in-process by typer's CliRunner against the fake server."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from rodin_async._cli import main
+from rodin_async._cli._app import app
+from rodin_async._cli._inputs import collect_uuids
+from rodin_async.testing import FakeRodin, Fault
+
+FILES = {"base_basic_pbr.glb": 300_000, "preview.webp": 20_000}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeRodin]:
+    """One fake for the module (starting one costs ~0.2 s); tests add their own tasks."""
+    with FakeRodin(api_key="cli-key", generation_time=0.2) as fake:
+        yield fake
+
+
+@pytest.fixture
+def env(server: FakeRodin, monkeypatch: pytest.MonkeyPatch) -> FakeRodin:
+    """Point the command at the fake through the environment, as a user would."""
+    monkeypatch.setenv("RODIN_BASE_URL", server.base_url)
+    monkeypatch.setenv("RODIN_API_KEY", server.api_key)
+    return server
+
+
+def invoke(*args: str, stdin: str | None = None) -> Result:
+    """Run the command in-process; stdout and stderr are captured apart."""
+    return CliRunner().invoke(app, list(args), input=stdin)
+
+
+def json_lines(result: Result) -> list[dict[str, object]]:
+    """Parse stdout, which must hold nothing but JSON lines."""
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def task(server: FakeRodin, uuid: str | None = None) -> str:
+    """A fresh finished task with two files."""
+    return server.add_task(FILES, uuid=uuid)
+
+
+# -- usage and configuration ------------------------------------------------------------
+
+
+def test_help_lists_every_command() -> None:
+    """--help names every command, the demo first."""
+    result = invoke("--help")
+    assert result.exit_code == 0
+    names = ["demo", "download", "files", "generate", "status", "wait", "balance", "fake-server"]
+    for name in names:
+        assert name in result.stdout
+    assert result.stdout.index("│ demo") < result.stdout.index("│ download")
+
+
+def test_download_without_uuids_is_a_usage_error() -> None:
+    """No uuid, no --from-file and no '-': exit 2 with a hint."""
+    result = invoke("download")
+    assert result.exit_code == 2
+    assert "--from-file" in result.stderr
+
+
+def test_unknown_option_is_a_usage_error() -> None:
+    """Typer's own usage errors exit 2 (and there is no --api-key to leak a key)."""
+    assert invoke("download", "x", "--api-key", "secret").exit_code == 2
+    assert invoke("download", "x", "-j", "0").exit_code == 2
+
+
+def test_missing_key_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without RODIN_API_KEY or --api-key-file: exit 2, one line, no traceback."""
+    monkeypatch.delenv("RODIN_API_KEY", raising=False)
+    result = invoke("download", "some-task")
+    assert result.exit_code == 2
+    assert "no Rodin API key" in result.stderr
+    assert "RODIN_API_KEY" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_key_file(env: FakeRodin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--api-key-file's first line is the key, and it wins over the environment."""
+    monkeypatch.setenv("RODIN_API_KEY", "wrong")
+    key_file = tmp_path / "key"
+    key_file.write_text(f"{env.api_key}\n# comment\n")
+    result = invoke("files", task(env), "--api-key-file", str(key_file))
+    assert result.exit_code == 0, result.output
+    (tmp_path / "empty").write_text("\n")
+    empty = invoke("files", task(env), "--api-key-file", str(tmp_path / "empty"))
+    assert empty.exit_code == 2
+    assert "empty" in empty.stderr
+
+
+def test_rejected_key_stops_the_run(
+    env: FakeRodin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong key is a configuration problem: exit 2, said once, never echoed."""
+    monkeypatch.setenv("RODIN_API_KEY", "not-the-key")
+    uuids = [task(env) for _ in range(3)]
+    result = invoke("download", *uuids, "-o", str(tmp_path))
+    assert result.exit_code == 2
+    assert "API key was rejected" in result.stderr
+    assert "not-the-key" not in result.output
+
+
+def test_bad_uuid_is_a_usage_error(env: FakeRodin, tmp_path: Path) -> None:
+    """A uuid that can't name a folder is refused before anything downloads."""
+    result = invoke("download", "../escape", "-o", str(tmp_path))
+    assert result.exit_code == 2
+    assert "escape" in result.stderr
+
+
+def test_unreadable_uuid_file_is_a_usage_error(tmp_path: Path) -> None:
+    """--from-file on a missing file: exit 2 naming the file."""
+    result = invoke("download", "--from-file", str(tmp_path / "nope.txt"))
+    assert result.exit_code == 2
+    assert "nope.txt" in result.stderr
+
+
+def test_missing_extra_prints_the_install_hint(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without typer installed, main() prints how to install the extra and exits 1."""
+    monkeypatch.setitem(sys.modules, "typer", None)  # makes `import typer` fail
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 1
+    assert "pip install 'rodin-async[cli]'" in capsys.readouterr().err
+
+
+# -- reading uuids ---------------------------------------------------------------------------
+
+
+def test_collect_uuids_merges_sources_in_order(tmp_path: Path) -> None:
+    """Arguments, then files; blanks and comments skipped; first mention kept."""
+    listing = tmp_path / "uuids.txt"
+    listing.write_text("# exported today\n\nb\n  c  # the chair\nA\nb\n")
+    assert collect_uuids(["A", "b"], [str(listing)]) == ["A", "b", "c"]
+
+
+def test_stdin_with_comments_blanks_and_duplicates(env: FakeRodin, tmp_path: Path) -> None:
+    """'-' reads uuids from stdin; each task downloads once (lines come as tasks finish)."""
+    first, second = task(env), task(env)
+    stdin = f"# from a pipeline\n\n{first}\n{first}  # again\n{second}\n"
+    result = invoke("download", "-", "--json", "-o", str(tmp_path), stdin=stdin)
+    assert result.exit_code == 0, result.output
+    assert sorted(str(line["uuid"]) for line in json_lines(result)) == sorted([first, second])
+
+
+def test_empty_uuid_file_is_nothing_to_do(tmp_path: Path) -> None:
+    """A file with only comments downloads nothing and succeeds (a finished retry loop)."""
+    listing = tmp_path / "failed.txt"
+    listing.write_text("# nothing failed\n")
+    result = invoke("download", "--from-file", str(listing))
+    assert result.exit_code == 0
+    assert "no task uuids" in result.stderr
+
+
+# -- download --------------------------------------------------------------------------------
+
+
+def test_json_lines_report_each_task(env: FakeRodin, tmp_path: Path) -> None:
+    """--json: one object per task on stdout, nothing else there; exit 1 when one failed."""
+    good = task(env)
+    result = invoke("download", good, "no-such-task", "--json", "-o", str(tmp_path))
+    assert result.exit_code == 1
+    lines = {line["uuid"]: line for line in json_lines(result)}
+    assert lines[good]["status"] == "ok"
+    assert lines[good]["error"] is None
+    assert {(f["name"], f["size"]) for f in lines[good]["files"]} == set(FILES.items())  # type: ignore[attr-defined]
+    for file in lines[good]["files"]:  # type: ignore[attr-defined]
+        assert Path(file["path"]).read_bytes() == env.content(good, file["name"])
+    assert lines["no-such-task"]["status"] == "failed"
+    assert "TASK_NOT_FOUND" in str(lines["no-such-task"]["error"])
+    assert "no-such-task" in result.stderr  # the failed uuids are listed for humans too
+
+
+def test_failed_file_then_rerun_from_it(env: FakeRodin, tmp_path: Path) -> None:
+    """--failed-file lists what failed; --from-file on it finishes the job."""
+    good, late = task(env), "task-that-appears-later"
+    failed = tmp_path / "failed.txt"
+    first = invoke("download", good, late, "-o", str(tmp_path), "--failed-file", str(failed))
+    assert first.exit_code == 1
+    assert failed.read_text() == f"{late}\n"
+    task(env, uuid=late)
+    again = invoke("download", "--from-file", str(failed), "-o", str(tmp_path), "--json")
+    assert again.exit_code == 0, again.output
+    assert [line["uuid"] for line in json_lines(again)] == [late]
+
+
+def test_rerun_skips_finished_tasks(env: FakeRodin, tmp_path: Path) -> None:
+    """A second run reports finished tasks as skipped; --overwrite downloads them again."""
+    uuid = task(env)
+    assert invoke("download", uuid, "-o", str(tmp_path)).exit_code == 0
+    again = invoke("download", uuid, "-o", str(tmp_path), "--json", "--verify", "sha256")
+    assert again.exit_code == 0
+    assert json_lines(again)[0]["status"] == "skipped"
+    assert "tasks skipped" in again.stderr
+    forced = invoke("download", uuid, "-o", str(tmp_path), "--json", "--overwrite")
+    assert json_lines(forced)[0]["status"] == "ok"
+
+
+def test_retries_are_counted(env: FakeRodin, tmp_path: Path) -> None:
+    """A 503 then success: the task is ok and the summary says a file was retried."""
+    uuid = task(env)
+    env.add_faults(uuid, "preview.webp", Fault.status(503, retry_after=0))
+    result = invoke("download", uuid, "-o", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "1 retried" in result.stderr
+
+
+def test_quiet_prints_only_failures(env: FakeRodin, tmp_path: Path) -> None:
+    """--quiet: no per-task lines and no summary, but failures still show."""
+    result = invoke("download", task(env), "missing-task", "-q", "-o", str(tmp_path))
+    assert result.exit_code == 1
+    assert "missing-task" in result.stderr
+    assert "tasks ok" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_unusable_destination_is_a_usage_error(env: FakeRodin, tmp_path: Path) -> None:
+    """-o under a file (the folder can't be created): exit 2 with the library's message."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = invoke("download", task(env), "-o", str(blocker / "results"))
+    assert result.exit_code == 2
+    assert "can't create destination" in result.stderr
+
+
+# -- the other commands ------------------------------------------------------------------
+
+
+def test_files_lists_names_and_urls_on_request(env: FakeRodin) -> None:
+    """files: names with '-' sizes; --urls adds working URLs; --json parses."""
+    uuid = task(env)
+    plain = invoke("files", uuid)
+    assert plain.exit_code == 0
+    assert [line.split()[0] for line in plain.stdout.splitlines()] == list(FILES)
+    assert "http" not in plain.stdout
+    with_urls = invoke("files", uuid, "--urls")
+    assert all("http://127.0.0.1" in line for line in with_urls.stdout.splitlines())
+    rows = json_lines(invoke("files", uuid, "--json"))
+    assert rows == [{"name": name, "size": None} for name in FILES]
+
+
+def test_files_of_unknown_task_fails(env: FakeRodin) -> None:
+    """files on a task the API doesn't know: exit 1 with the API's message."""
+    result = invoke("files", "unknown-task")
+    assert result.exit_code == 1
+    assert "TASK_NOT_FOUND" in result.stderr
+
+
+def test_balance(env: FakeRodin) -> None:
+    """balance prints the credits; --json as an object."""
+    env.balance = 42.5
+    assert invoke("balance").stdout.strip() == "42.5 credits"
+    assert json_lines(invoke("balance", "--json")) == [{"balance": 42.5}]
+
+
+def test_generate_then_status_and_wait(env: FakeRodin) -> None:
+    """generate prints the job; status polls it; wait returns when it's Done."""
+    submitted = invoke("generate", "--prompt", "a chair", "--seed", "7", "--json")
+    assert submitted.exit_code == 0, submitted.output
+    job = json_lines(submitted)[0]
+    key = str(job["subscription_key"])
+    status = json_lines(invoke("status", key, "--json"))[0]
+    assert status["jobs"] == [{"uuid": job["jobs"][0], "status": status["status"]}]  # type: ignore[index]
+    waited = invoke("wait", key, "--interval", "0.1", "--json")
+    assert waited.exit_code == 0, waited.output
+    assert json_lines(waited)[0]["status"] == "Done"
+
+
+def test_generate_wait_downloads(env: FakeRodin, tmp_path: Path) -> None:
+    """generate -o waits and downloads the result into the folder."""
+    result = invoke("generate", "--prompt", "a lamp", "-o", str(tmp_path), "--interval", "0.1")
+    assert result.exit_code == 0, result.output
+    uuid = result.stdout.split()[2]  # "task uuid: <uuid>"
+    assert (tmp_path / uuid / "preview.webp").is_file()
+
+
+def test_wait_for_failed_job_exits_1(env: FakeRodin) -> None:
+    """A job that ends Failed: wait exits 1 naming it."""
+    job = json_lines(invoke("generate", "--prompt", "x fake-status:Failed", "--json"))[0]
+    result = invoke("wait", str(job["subscription_key"]), "--interval", "0.1")
+    assert result.exit_code == 1
+    assert "Failed" in result.stderr
+
+
+def test_wait_timeout_exits_124(env: FakeRodin) -> None:
+    """A job still generating at --timeout: exit 124."""
+    job = json_lines(invoke("generate", "--prompt", "slow", "--json"))[0]
+    env.set_job_status(str(job["uuid"]), "Generating")
+    result = invoke("wait", str(job["subscription_key"]), "--interval", "0.1", "--timeout", "0.3")
+    assert result.exit_code == 124
+    assert "Generating" in result.stderr
+
+
+def test_generate_refuses_bad_arguments(env: FakeRodin) -> None:
+    """No prompt and no image, or an unknown tier: exit 2 before spending a credit."""
+    assert invoke("generate").exit_code == 2
+    result = invoke("generate", "--prompt", "x", "--tier", "Bogus")
+    assert result.exit_code == 2
+    assert "tier" in result.stderr
+
+
+def test_demo_verifies_every_file() -> None:
+    """demo: a small run with the faults injected ends verified, exit 0."""
+    result = invoke("demo", "--tasks", "3", "-j", "4")
+    assert result.exit_code == 0, result.output
+    assert "verified" in result.stderr
+    assert "retried" in result.stderr  # the injected faults were met and overcome
+
+
+def test_demo_keeps_its_output_folder(tmp_path: Path) -> None:
+    """demo -o keeps the results where asked."""
+    result = invoke("demo", "--tasks", "2", "--no-faults", "-o", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2

@@ -1,0 +1,181 @@
+"""The `rodin-async` command as real processes: exit codes, JSON lines, Ctrl-C, fake-server."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import rodin_async
+from rodin_async._cli._app import app
+from rodin_async.testing import FakeRodin, Fault
+
+FILES = {"base_basic_pbr.glb": 200_000, "preview.webp": 10_000}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeRodin]:
+    """One fake for the module, in this process; the commands run in children."""
+    with FakeRodin(api_key="process-key") as fake:
+        yield fake
+
+
+def command(*args: str) -> list[str]:
+    """The argv of `python -m rodin_async ARGS`."""
+    return [sys.executable, "-m", "rodin_async", *args]
+
+
+def environ(server: FakeRodin) -> dict[str, str]:
+    """The child's environment, pointing at the fake."""
+    return {**os.environ, "RODIN_BASE_URL": server.base_url, "RODIN_API_KEY": server.api_key}
+
+
+def run(server: FakeRodin, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the command to completion (bounded), capturing both streams."""
+    return subprocess.run(
+        command(*args), env=environ(server), capture_output=True, text=True, timeout=30
+    )
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll *condition* every 20 ms; fail the test if it never holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_process_exit_codes_json_lines_and_rerun(server: FakeRodin, tmp_path: Path) -> None:
+    """A real run: exit 1 with JSON lines and --failed-file, then exit 0 re-running from it."""
+    good = [server.add_task(FILES) for _ in range(3)]
+    failed = tmp_path / "failed.txt"
+    out = str(tmp_path / "out")
+    first = run(
+        server, "download", *good, "late-task", "--json", "-o", out, "--failed-file", str(failed)
+    )
+    assert first.returncode == 1, first.stderr
+    lines = [json.loads(line) for line in first.stdout.splitlines()]
+    assert sorted((x["uuid"], x["status"]) for x in lines) == sorted(
+        [(u, "ok") for u in good] + [("late-task", "failed")]
+    )
+    assert "tasks ok" in first.stderr  # the summary goes to stderr
+    server.add_task(FILES, uuid="late-task")
+    again = run(server, "download", "--from-file", str(failed), "-o", out)
+    assert again.returncode == 0, again.stderr
+    assert run(server, "download").returncode == 2
+
+
+def test_ctrl_c_stops_cleanly(server: FakeRodin, tmp_path: Path) -> None:
+    """SIGINT mid-download: exit 130, every final-named file complete, and a re-run resumes."""
+    uuids = [server.add_task({"big.glb": 400_000, "meta.json": b"{}"}) for _ in range(3)]
+    for uuid in uuids:
+        server.add_faults(uuid, "big.glb", Fault.trickle(chunk=4096, interval=0.02))
+    out, failed = tmp_path / "out", tmp_path / "failed.txt"
+    args = ["download", *uuids, "-o", str(out), "--json", "--failed-file", str(failed)]
+    child = subprocess.Popen(
+        command(*args),
+        env=environ(server),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: any(out.rglob(".big.glb.part")))  # mid-transfer
+        child.send_signal(signal.SIGINT)
+        stdout, stderr = child.communicate(timeout=15)
+    finally:
+        child.kill()
+    assert child.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert stdout == ""  # no task finished, so no JSON line
+    for path in out.rglob("*"):
+        if path.is_file() and not path.name.startswith("."):
+            assert path.read_bytes() == server.content(path.parent.name, path.name), path
+    assert sorted(failed.read_text().split()) == sorted(uuids)
+    resumed = run(server, "download", "--from-file", str(failed), "-o", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert server.file_requests(uuids[0], "big.glb")[-1].range is not None
+    assert (out / uuids[0] / "big.glb").read_bytes() == server.content(uuids[0], "big.glb")
+
+
+def test_closed_stdout_stops_quietly(server: FakeRodin, tmp_path: Path) -> None:
+    """`--json | head -1`: when the reader goes away the command stops with a message."""
+    uuids = [server.add_task(FILES) for _ in range(20)]
+    args = ["download", *uuids, "--json", "-o", str(tmp_path)]
+    child = subprocess.Popen(
+        command(*args), env=environ(server), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert child.stdout is not None
+    child.stdout.close()  # the reader is gone before the first line
+    _, stderr = child.communicate(timeout=30)
+    assert child.returncode == 1
+    assert b"stdout was closed" in stderr
+    assert b"Traceback" not in stderr
+
+
+def test_fake_server_command(tmp_path: Path) -> None:
+    """fake-server serves --root folders and generated tasks until SIGINT, then exits 0."""
+    (tmp_path / "chair").mkdir()
+    (tmp_path / "chair" / "model.glb").write_bytes(b"glTF" + bytes(1000))
+    child = subprocess.Popen(
+        command("fake-server", "--root", str(tmp_path), "--tasks", "1", "--key", "k1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        banner = list(iter(child.stdout.readline, "Serving until Ctrl-C.\n"))
+        export = next(line for line in banner if "export" in line)
+        settings = dict(re.findall(r"(RODIN_\w+)=(\S+)", export))
+        uuids = [
+            line.strip() for line in banner if line.startswith("  ") and len(line.split()) == 1
+        ]
+        assert settings["RODIN_API_KEY"] == "k1"
+        assert "chair" in uuids
+        assert len(uuids) == 2
+        result = CliRunner(env=settings).invoke(
+            app, ["download", *uuids, "-o", str(tmp_path / "out")]
+        )
+        assert result.exit_code == 0, result.output
+        got = tmp_path / "out" / "chair" / "model.glb"
+        assert got.read_bytes() == (tmp_path / "chair" / "model.glb").read_bytes()
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=10) == 0
+    finally:
+        child.kill()
+        child.communicate()
+
+
+def test_library_never_imports_typer() -> None:
+    """`import rodin_async` (and its testing module) doesn't load the CLI framework."""
+    # rich can't be checked this way: httpx imports it for its own CLI when installed.
+    probe = "import sys, rodin_async, rodin_async.testing; print('typer' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert result.stdout.strip() == "False"
+
+
+def test_only_the_cli_package_imports_typer_or_rich() -> None:
+    """Outside rodin_async/_cli, no module imports typer or rich (the cli extra is optional)."""
+    package = Path(rodin_async.__file__).parent
+    for path in package.rglob("*.py"):
+        if "_cli" in path.relative_to(package).parts:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not any(n.split(".")[0] in ("typer", "rich") for n in names), path
