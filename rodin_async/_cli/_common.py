@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -85,6 +86,12 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def _loop_options() -> dict[str, bool]:
+    # uvloop (in the cli extra where it builds) moves the same bytes with ~15% less CPU,
+    # and CPU, not the network, is what bounds a bulk download.
+    return {"use_uvloop": True} if importlib.util.find_spec("uvloop") else {}
+
+
 def run(main: Callable[[], Awaitable[T]]) -> T:
     """Run *main* in a fresh event loop; Ctrl-C cancels it and raises `Interrupted`.
 
@@ -102,7 +109,7 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
         raise Interrupted  # only reached when the scope was cancelled
 
     try:
-        return anyio.run(guarded, backend="asyncio")
+        return anyio.run(guarded, backend="asyncio", backend_options=_loop_options())
     except BaseException as exc:
         translated = _translate(exc)
         if translated is exc:
