@@ -1,0 +1,27 @@
+"""The README's runnable examples keep running."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_workflow_example_runs(tmp_path: Path) -> None:
+    """examples/workflow.py generates, waits, downloads and then skips the finished task."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "workflow.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=True,
+    )
+    assert "second download skipped: True" in done.stdout
+    (task,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert sorted(p.name for p in task.iterdir()) == [
+        ".rodin-manifest.json",
+        "base_basic_pbr.glb",
+        "preview.webp",
+    ]
