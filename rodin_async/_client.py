@@ -598,7 +598,7 @@ def _error_details(response: httpx.Response) -> tuple[str | None, str | None]:
     """The ``error`` code and ``message`` of an error body, when it has them."""
     try:
         body = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None, None
     if not isinstance(body, dict):
         return None, None
@@ -612,6 +612,12 @@ def _resolve_key(api_key: str | None) -> str:
     if not key:
         raise ConfigurationError(
             "no Rodin API key: pass api_key=... or set the RODIN_API_KEY environment variable"
+        )
+    if not (key.isascii() and key.isprintable()) or " " in key:
+        # Never echo it: once it is a header, h11 quotes it in errors and httpcore's logs.
+        raise ConfigurationError(
+            "the Rodin API key contains spaces, control or non-ASCII characters "
+            "(a stray newline or quote from pasting it?); it is not shown here"
         )
     return key
 

@@ -18,7 +18,13 @@ import anyio
 import attrs
 import httpx
 
-from ._errors import DownloadError, RodinError, TaskDownloadError, translate_http_errors
+from ._errors import (
+    DestinationError,
+    DownloadError,
+    RodinError,
+    TaskDownloadError,
+    translate_http_errors,
+)
 from ._files import PartWriter, make_task_directory, part_path, unique_names
 from ._manifest import Verify, remove_manifest, verified_files, write_manifest
 from ._models import DownloadedFile, ResultFile, TaskDownload
@@ -140,8 +146,8 @@ class Downloader:
             for job in jobs:
                 tg.start_soon(self._collect, job, listing, outcomes)
         result = _task_result(task_uuid, directory, jobs, outcomes)
-        if result.error is None:
-            await write_manifest(directory, task_uuid, result.files)
+        if result.error is None and (error := await _record(directory, task_uuid, result)):
+            result = attrs.evolve(result, error=error)
         return result
 
     async def _collect(
@@ -172,6 +178,7 @@ class Downloader:
                 name=job.name,
                 url=job.url,
                 status_code=exc.status_code,
+                retry_after=exc.retry_after,
             ) from exc
         except DownloadError:
             raise
@@ -248,6 +255,20 @@ class Downloader:
             url=job.url,
             status_code=status,
         )
+
+
+async def _record(directory: Path, task_uuid: str, result: TaskDownload) -> RodinError | None:
+    """Write the task's manifest; a disk that refuses is the task's error, not a crash."""
+    try:
+        await write_manifest(directory, task_uuid, result.files)
+    except OSError as exc:
+        error = DestinationError(
+            f"task {task_uuid}: every file was downloaded, but its manifest can't be written "
+            f"in {str(directory)!r}: {exc.strerror or exc}; free some space and run again"
+        )
+        error.__cause__ = exc
+        return error
+    return None
 
 
 def _jobs_for(

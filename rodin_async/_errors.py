@@ -196,7 +196,7 @@ class TaskDownloadError(RodinError):
     def __init__(self, task_uuid: str, errors: Sequence[DownloadError]) -> None:
         self.task_uuid = task_uuid
         self.errors = tuple(errors)
-        lines = "; ".join(f"{e.name!r}: {e}" for e in self.errors)
+        lines = "; ".join(str(e) for e in self.errors)  # each message names its file
         super().__init__(f"task {task_uuid}: {len(self.errors)} file(s) failed: {lines}")
 
     def __reduce__(self) -> tuple[object, ...]:

@@ -26,7 +26,8 @@ from ._errors import DestinationError, InvalidTaskError
 # Room for the ".<name>.part" of the part file within the usual 255-byte limit.
 MAX_NAME_BYTES = 255 - len("..part")
 _FALLBACK = "file"
-_UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f<>:"|?*]')
+_MAX_EXT_BYTES = 16  # a longer "extension" is just part of the name
+_UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f-\x9f<>:"|?*]')  # C0, DEL and C1 controls
 _WINDOWS_RESERVED = frozenset(
     {"con", "prn", "aux", "nul", "conin$", "conout$"}
     | {f"{p}{i}" for p in ("com", "lpt") for i in [*range(10), "¹", "²", "³"]}
@@ -59,7 +60,7 @@ def _truncate(name: str, limit: int) -> str:
     if len(name.encode()) <= limit:
         return name
     stem, dot, ext = name.rpartition(".")
-    if not dot or not stem or len(ext.encode()) > 16:
+    if not dot or not stem or len(ext.encode()) > _MAX_EXT_BYTES:
         stem, ext = name, ""
     suffix = f".{ext}" if ext else ""
     room = limit - len(suffix.encode())
@@ -88,7 +89,7 @@ def unique_names(names: Iterable[str]) -> list[str]:
 
 def _with_suffix(name: str, suffix: str) -> str:
     stem, dot, ext = name.rpartition(".")
-    if not dot or not stem:
+    if not dot or not stem or len(ext.encode()) > _MAX_EXT_BYTES:  # as _truncate decides
         stem, ext = name, ""
     tail = f"{suffix}.{ext}" if ext else suffix
     return _truncate(stem, MAX_NAME_BYTES - len(tail.encode())) + tail

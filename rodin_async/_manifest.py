@@ -44,8 +44,12 @@ async def write_manifest(directory: Path, task_uuid: str, files: list[Downloaded
 
 def _write_atomically(path: Path, text: str) -> None:
     temp = path.with_name(path.name + ".part")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
+    try:
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)  # a full disk must not leave a stray temp file
+        raise
 
 
 async def remove_manifest(directory: Path) -> None:

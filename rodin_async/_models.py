@@ -262,7 +262,7 @@ def parse_json(body: bytes, *, status_code: int) -> object:
     """Decode an API body, or raise `ResponseFormatError`."""
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # Recursion: deep nesting
         raise ResponseFormatError(
             f"the API answered with something that is not JSON: {_preview(body)!r}",
             status_code=status_code,
