@@ -9,7 +9,6 @@ after a broken transfer, is checked against ``Content-Length`` and renamed when 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from ._errors import (
     translate_http_errors,
 )
 from ._files import PartWriter, make_task_directory, part_path, unique_names
-from ._manifest import Verify, remove_manifest, verified_files, write_manifest
+from ._manifest import Verify, reuse_or_forget, write_manifest
 from ._models import DownloadedFile, ResultFile, TaskDownload
 from ._progress import (
     FileFailed,
@@ -123,7 +122,7 @@ class Downloader:
         """
         try:
             directory = await make_task_directory(dest, task_uuid)
-            skipped = None if overwrite else await verified_files(directory, task_uuid, verify)
+            skipped = await reuse_or_forget(directory, task_uuid, verify, reuse=not overwrite)
             if skipped is not None:
                 result = TaskDownload(task_uuid, directory, skipped, skipped=True)
             else:
@@ -136,7 +135,6 @@ class Downloader:
     async def _download_task(
         self, task_uuid: str, directory: Path, lister: Lister, emit: ProgressCallback
     ) -> TaskDownload:
-        await remove_manifest(directory)  # its files are about to change
         files = await lister(task_uuid)
         emit(TaskStarted(task_uuid, len(files)))
         listing = _Listing(task_uuid, lister, files)
@@ -200,46 +198,52 @@ class Downloader:
             raise
 
     async def _attempt(self, job: _FileJob) -> DownloadedFile:
-        part = part_path(job.final)
         what = f"downloading {job.name!r}"
         with _disk_errors(job):
-            offset = await _size_or_zero(part)
-            with translate_http_errors(what):
-                request = self.client.build_request("GET", job.url, headers=_headers(offset))
-                response = await self.client.send(request, stream=True)
+            writer = await PartWriter.open(part_path(job.final))
             try:
-                start, expected = await self._check(job, response, offset, part)
-                job.emit(
-                    FileStarted(job.task_uuid, job.name, job.final, expected, start, job.attempts)
-                )
                 with translate_http_errors(what):
-                    size, digest = await _stream_to(job, part, response, start)
+                    headers = _headers(writer.offset)
+                    request = self.client.build_request("GET", job.url, headers=headers)
+                    response = await self.client.send(request, stream=True)
+                try:
+                    start, expected = await self._check(job, response, writer)
+                    job.emit(
+                        FileStarted(job.task_uuid, job.name, job.final, expected, start,
+                                    job.attempts)
+                    )  # fmt: skip
+                    with translate_http_errors(what):
+                        size = await _stream_to(job, writer, response, start)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await response.aclose()
+                await _verify_size(job, writer, size, expected)
+                digest = await writer.commit(job.final)
             finally:
-                with anyio.CancelScope(shield=True):
-                    await response.aclose()
-            await _verify_size(job, part, size, expected)
-            await anyio.Path(part).replace(job.final)
+                await writer.aclose()  # keeps the bytes for a resume, unless committed
         return DownloadedFile(
             job.name, job.final, size, digest, attempts=job.attempts, resumed=start > 0
         )
 
     async def _check(
-        self, job: _FileJob, response: httpx.Response, offset: int, part: Path
+        self, job: _FileJob, response: httpx.Response, writer: PartWriter
     ) -> tuple[int, int | None]:
         """Decide where the body goes in the part file and how long the file must be."""
-        status = response.status_code
+        status, offset = response.status_code, writer.offset
         if status == 206:
             first, total = _content_range(response)
             if first == offset:
                 return offset, total
-            await _discard(part)
+            await writer.aclose(discard=True)
             raise _retryable(job, f"the server sent {job.name!r} from the wrong offset", status)
         if status == 200:
+            if offset:
+                writer.restart()  # the server ignored the Range: start over
             return 0, _content_length(response)
         if status == 416 and offset:
             if _unsatisfied_length(response) == offset:
                 return offset, offset  # the part already holds the whole file
-            await _discard(part)  # the part is longer than the file: it was not this file
+            await writer.aclose(discard=True)  # longer than the file: it was not this file
             raise _retryable(job, f"stale partial file for {job.name!r}; restarting", status, 0)
         if status in _EXPIRED_STATUSES and not job.refreshed:
             job.refreshed = job.stale = True
@@ -308,12 +312,12 @@ def _retryable(
 
 
 async def _stream_to(
-    job: _FileJob, part: Path, response: httpx.Response, start: int
-) -> tuple[int, str]:
-    """Append the body to *part* (or replace it when *start* is 0).
+    job: _FileJob, writer: PartWriter, response: httpx.Response, start: int
+) -> int:
+    """Write the body into the part file after its first *start* bytes; return the size.
 
-    Returns the part file's size and SHA-256. Every chunk received is written before
-    the next read, so bytes that arrived before a broken connection are kept.
+    Every chunk received is written before the next read, so bytes that arrived before
+    a broken connection are kept for the resume.
     """
     chunks: AsyncIterator[bytes]
     if response.headers.get("content-encoding", "identity").lower() in ("identity", ""):
@@ -321,22 +325,18 @@ async def _stream_to(
     else:  # the host ignored Accept-Encoding: identity; store what the file decodes to
         chunks = response.aiter_bytes()
     size = start
-    writer = await PartWriter.open(part, append=start > 0)
-    try:
-        async for chunk in chunks:
-            await writer.write(chunk)
-            size += len(chunk)
-            job.emit(FileProgress(job.task_uuid, job.name, job.final, len(chunk), size))
-    finally:
-        await writer.aclose()
-    return size, writer.sha256()
+    async for chunk in chunks:
+        await writer.write(chunk)
+        size += len(chunk)
+        job.emit(FileProgress(job.task_uuid, job.name, job.final, len(chunk), size))
+    return size
 
 
-async def _verify_size(job: _FileJob, part: Path, size: int, expected: int | None) -> None:
+async def _verify_size(job: _FileJob, writer: PartWriter, size: int, expected: int | None) -> None:
     if expected is None or size == expected:
         return
     if size > expected:  # more than announced: the part file can't be trusted
-        await _discard(part)
+        await writer.aclose(discard=True)
     raise _retryable(job, f"{job.name!r}: got {size} of {expected} bytes")
 
 
@@ -361,23 +361,6 @@ def _headers(offset: int) -> dict[str, str]:
     if offset:
         headers["Range"] = f"bytes={offset}-"
     return headers
-
-
-async def _size_or_zero(path: Path) -> int:
-    try:
-        return (await anyio.Path(path).stat()).st_size
-    except FileNotFoundError:
-        return 0
-
-
-async def _discard(path: Path) -> None:
-    with anyio.CancelScope(shield=True):
-        await anyio.to_thread.run_sync(_unlink_quietly, path)
-
-
-def _unlink_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 def _content_length(response: httpx.Response) -> int | None:

@@ -16,7 +16,6 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
 
 import aiofiles.threadpool
 import anyio
@@ -142,17 +141,37 @@ def part_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.part")
 
 
-class _HashingFile(io.BufferedIOBase):
-    """A write-only file that hashes what it writes, so both happen in one thread hop."""
+class _PartFile(io.BufferedIOBase):
+    """A ``.part`` file as aiofiles' worker thread sees it: it hashes what it writes.
 
-    def __init__(self, file: BinaryIO, digest: hashlib._Hash) -> None:
-        self._file = file
-        self._digest = digest
+    Opening, fstat and hashing any bytes already there happen in one thread hop, and so
+    do closing and renaming: per-file hops, not bytes, dominate small downloads.
+    """
+
+    def __init__(self, part: Path) -> None:
+        self._path = part
+        # Created when missing; appends after what's there. Closed by close().
+        self._file = open(part, "ab")  # noqa: SIM115
+        self._digest = hashlib.sha256()
+        self.offset = os.fstat(self._file.fileno()).st_size
+        if self.offset:
+            with open(part, "rb") as existing:
+                while block := existing.read(1 << 20):
+                    self._digest.update(block)
+        self._restart = False
+
+    def restart(self) -> None:
+        """Start the file over at the next write (the server ignored the Range)."""
+        self._restart = True
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
+        if self._restart:
+            self._restart = False
+            self._file.truncate(0)
+            self._digest = hashlib.sha256()
         self._digest.update(data)
         return self._file.write(data)
 
@@ -167,43 +186,65 @@ class _HashingFile(io.BufferedIOBase):
         finally:
             self._file.close()
 
+    def commit(self, final: Path) -> str:
+        """Close, move into place under *final*, and return the SHA-256."""
+        if self._restart:  # restarted, and the new body was empty
+            self.write(b"")
+        self.close()
+        os.replace(self._path, final)
+        return self._digest.hexdigest()
+
+    def abandon(self, *, discard: bool) -> None:
+        """Close; remove the file when asked, or when it holds nothing worth resuming."""
+        self.close()
+        if discard or os.stat(self._path).st_size == 0:
+            self._path.unlink(missing_ok=True)
+
 
 class PartWriter:
-    """Writes a download's ``.part`` file through aiofiles and keeps its SHA-256.
+    """Writes a download's ``.part`` file through aiofiles, hashing as it goes.
 
     Hashing rides along with each write in aiofiles' worker thread, where hashlib
     releases the GIL, instead of costing the event loop or a second pass over the file.
+    Opening before the request tells how much is already there (`offset`), for a Range.
     """
 
-    def __init__(self, file: aiofiles.threadpool.binary.AsyncBufferedIOBase,
-                 digest: hashlib._Hash) -> None:
-        self._file = file
-        self._digest = digest
+    def __init__(self, part: _PartFile) -> None:
+        self._part = part
+        self._file = aiofiles.threadpool.wrap(part)
+        self._done = False
 
     @classmethod
-    async def open(cls, part: Path, *, append: bool) -> PartWriter:
-        """Open *part* to append to it (hashing what it holds) or to start it afresh."""
-        digest = hashlib.sha256()
+    async def open(cls, part: Path) -> PartWriter:
+        """Open (or create) *part* to append to it."""
         # Shielded: a cancelled open would leak the file it opened in the thread.
         with anyio.CancelScope(shield=True):
-            raw = await anyio.to_thread.run_sync(_open_hashing, part, append, digest)
-        return cls(aiofiles.threadpool.wrap(raw), digest)
+            opened = await anyio.to_thread.run_sync(_PartFile, part)
+        return cls(opened)
+
+    @property
+    def offset(self) -> int:
+        """Bytes already in the part file when it was opened."""
+        return self._part.offset
+
+    def restart(self) -> None:
+        """Throw away what the part file holds at the next write."""
+        self._part.restart()
 
     async def write(self, chunk: bytes) -> None:
         await self._file.write(chunk)
 
-    async def aclose(self) -> None:
+    async def commit(self, final: Path) -> str:
+        """Rename the complete part file to *final*; return its SHA-256."""
+        self._done = True
+        with anyio.CancelScope(shield=True):  # half a commit would leave no file at all
+            digest = await anyio.to_thread.run_sync(self._part.commit, final)
+        return digest
+
+    async def aclose(self, *, discard: bool = False) -> None:
+        """Close without committing: keep the bytes for a resume, unless *discard*."""
+        if self._done:
+            return
+        self._done = True
         with anyio.CancelScope(shield=True):  # the bytes written so far must reach the disk
-            await self._file.close()
-
-    def sha256(self) -> str:
-        """Hex SHA-256 of everything in the part file so far."""
-        return self._digest.hexdigest()
-
-
-def _open_hashing(part: Path, append: bool, digest: hashlib._Hash) -> _HashingFile:
-    if append:
-        with open(part, "rb") as existing:
-            while block := existing.read(1 << 20):
-                digest.update(block)
-    return _HashingFile(open(part, "ab" if append else "wb"), digest)
+            await anyio.to_thread.run_sync(lambda: self._part.abandon(discard=discard))

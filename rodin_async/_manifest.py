@@ -52,24 +52,25 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
-async def remove_manifest(directory: Path) -> None:
-    """Forget that the task was complete (before its files change)."""
-    await anyio.to_thread.run_sync(_unlink, directory / MANIFEST_NAME)
-
-
-def _unlink(path: Path) -> None:
-    path.unlink(missing_ok=True)
-
-
-async def verified_files(
-    directory: Path, task_uuid: str, verify: Verify
+async def reuse_or_forget(
+    directory: Path, task_uuid: str, verify: Verify, *, reuse: bool = True
 ) -> list[DownloadedFile] | None:
-    """The files the manifest records, if they are all still on disk and intact.
+    """The files the manifest records, if *reuse* and they are all still intact on disk.
 
-    Sizes are always compared; hashes too when *verify* is ``"sha256"``. Returns None
-    when there is no usable manifest or anything differs.
+    Sizes are always compared; hashes too when *verify* is ``"sha256"``. Otherwise the
+    manifest is removed, since the task's files are about to change, and None returned.
+    One worker-thread hop for both.
     """
-    return await anyio.to_thread.run_sync(_verified_files, directory, task_uuid, verify)
+    return await anyio.to_thread.run_sync(_reuse_or_forget, directory, task_uuid, verify, reuse)
+
+
+def _reuse_or_forget(
+    directory: Path, task_uuid: str, verify: Verify, reuse: bool
+) -> list[DownloadedFile] | None:
+    files = _verified_files(directory, task_uuid, verify) if reuse else None
+    if files is None:
+        (directory / MANIFEST_NAME).unlink(missing_ok=True)
+    return files
 
 
 def _verified_files(directory: Path, task_uuid: str, verify: Verify) -> list[DownloadedFile] | None:

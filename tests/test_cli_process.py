@@ -90,7 +90,8 @@ def test_ctrl_c_stops_cleanly(server: FakeRodin, tmp_path: Path) -> None:
         text=True,
     )
     try:
-        wait_until(lambda: any(out.rglob(".big.glb.part")))  # mid-transfer
+        part = out / uuids[0] / ".big.glb.part"
+        wait_until(lambda: part.exists() and part.stat().st_size > 0)  # mid-transfer
         child.send_signal(signal.SIGINT)
         stdout, stderr = child.communicate(timeout=15)
     finally:
