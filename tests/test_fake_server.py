@@ -450,13 +450,14 @@ def test_async_with_serves() -> None:
     assert anyio.run(main) == 201
 
 
-def test_from_directory_serves_folders_as_tasks(tmp_path: Path, client: httpx.Client) -> None:
+def test_add_directory_serves_folders_as_tasks(tmp_path: Path, client: httpx.Client) -> None:
     """Each sub-directory becomes a task named after it, serving its files from disk."""
     (tmp_path / "task-1").mkdir()
     (tmp_path / "task-1" / "base.glb").write_bytes(b"model")
     (tmp_path / "task-1" / "preview.webp").write_bytes(b"image")
     (tmp_path / "stray.txt").write_bytes(b"ignored")
-    with FakeRodin.from_directory(tmp_path, api_key=KEY) as server:
+    with FakeRodin(api_key=KEY) as server:
+        assert server.add_directory(tmp_path) == ["task-1"]
         files = listing(server, client, "task-1")
         assert [f["name"] for f in files] == ["base.glb", "preview.webp"]
         assert client.get(files[0]["url"], headers={"Range": "bytes=2-"}).content == b"del"

@@ -20,9 +20,12 @@ from __future__ import annotations
 import json
 import math
 import re
+import typing
 from collections.abc import Callable, Mapping
 
 import attrs
+
+from .._generation import GeometryFormat, Material, Tier
 
 Check = Callable[[str], "str | None"]  # a value -> what is wrong with it, or None
 
@@ -30,20 +33,10 @@ MAX_IMAGES = 5
 MAX_MODEL_BYTES = 10 * 1024 * 1024
 _DIGITS = re.compile(r"-?[0-9]+")
 
-TIERS = (
-    "Sketch",
-    "Regular",
-    "Detail",
-    "Smooth",
-    "Gen-2",
-    "Gen-2.5-Extreme-Low",
-    "Gen-2.5-Low",
-    "Gen-2.5-Medium",
-    "Gen-2.5-High",
-    "Gen-2.5-Extreme-High",
-)
-GEOMETRY_FORMATS = ("glb", "usdz", "fbx", "obj", "stl")
-MATERIALS = ("PBR", "Shaded", "All", "None")
+# The documented sets, from the one place the client checks them too.
+TIERS: tuple[str, ...] = typing.get_args(Tier)
+GEOMETRY_FORMATS: tuple[str, ...] = typing.get_args(GeometryFormat)
+MATERIALS: tuple[str, ...] = typing.get_args(Material)
 BOOLEAN_FIELDS = (
     "mesh_simplify",
     "mesh_smooth",

@@ -230,36 +230,6 @@ class FakeRodin:
             added.append(self.add_task(files, uuid=folder.name))
         return added
 
-    @classmethod
-    def from_directory(
-        cls,
-        root: str | os.PathLike[str],
-        api_key: str = "test-key",
-        *,
-        host: str = "127.0.0.1",
-        api_port: int = 0,
-        files_port: int = 0,
-        url_ttl: float | None = None,
-        balance: float = 100.0,
-        generation_cost: float = 0.5,
-        generation_time: float = 0.3,
-        jobs_per_task: int = 1,
-    ) -> FakeRodin:
-        """Build a (not yet started) fake serving the tasks under `root`; see `add_directory`."""
-        server = cls(
-            api_key,
-            host=host,
-            api_port=api_port,
-            files_port=files_port,
-            url_ttl=url_ttl,
-            balance=balance,
-            generation_cost=generation_cost,
-            generation_time=generation_time,
-            jobs_per_task=jobs_per_task,
-        )
-        server.add_directory(root)
-        return server
-
     def content(self, task_uuid: str, name: str, *, index: int = 0) -> bytes:
         """The exact bytes a correct download of the file produces.
 
