@@ -153,7 +153,16 @@ class _ReceiveBuffer(asyncio.BufferedProtocol):
         self._transport = typing.cast(asyncio.Transport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if self._filled == len(self._buffer):
+            # Python 3.10's TLS layer hands over what it already decrypted even after
+            # pause_reading; an empty buffer would be an error, so make room.
+            self._grow()
         return self._view[self._filled :]
+
+    def _grow(self) -> None:
+        bigger = bytearray(2 * len(self._buffer))
+        bigger[: self._filled] = self._view[: self._filled]
+        self._buffer, self._view = bigger, memoryview(bigger)
 
     def buffer_updated(self, nbytes: int) -> None:
         self._filled += nbytes

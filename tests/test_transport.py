@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trustme
 
-from rodin_async._transport import FileTransport
+from rodin_async._transport import FileTransport, _ReceiveBuffer
 
 pytestmark = pytest.mark.anyio
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -213,3 +213,29 @@ async def test_tls_with_an_unknown_ca_is_refused() -> None:
     ):
         with pytest.raises(httpx.ConnectError):
             await client.get(url)
+
+
+async def test_receive_buffer_makes_room_when_the_loop_ignores_a_pause() -> None:
+    """Data delivered after pause_reading (Python 3.10's TLS layer does this) is kept."""
+
+    class Transport:
+        paused = 0
+
+        def pause_reading(self) -> None:
+            self.paused += 1
+
+        def resume_reading(self) -> None:
+            pass
+
+    buffer = _ReceiveBuffer(16)
+    transport = Transport()
+    buffer.connection_made(transport)  # type: ignore[arg-type]
+    sent = bytes(range(40))
+    for start in range(0, len(sent), 8):
+        view = buffer.get_buffer(-1)
+        assert len(view) > 0
+        piece = sent[start : start + min(8, len(view))]
+        view[: len(piece)] = piece
+        buffer.buffer_updated(len(piece))
+    assert transport.paused == 1
+    assert await buffer.read(timeout=1) == sent
