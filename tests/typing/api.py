@@ -28,3 +28,21 @@ async def use_the_api() -> None:
     del names, sizes, ok, error, failed, code, status
     policy = rodin_async.RetryPolicy(attempts=3, wait_initial=0.1)
     del policy
+
+
+async def use_the_workflow() -> None:
+    async with rodin_async.AsyncRodin(retry=rodin_async.RetryPolicy(attempts=3)) as rodin:
+        credits: float = await rodin.balance()
+        job: rodin_async.GenerationJob = await rodin.generate(
+            prompt="a chair", tier="Gen-2", seed=7, bbox_condition=(1, 2, 3), use_hyper=True
+        )
+        status: rodin_async.TaskStatus = await rodin.wait(job, poll_interval=1, timeout=60)
+        done: bool = status.done and all(
+            j.status is rodin_async.JobStatus.DONE for j in status.jobs
+        )
+        request = rodin_async.GenerationRequest(images=[b"png"], material="PBR")
+        result = await rodin.run(request, "out", on_progress=lambda e: None)
+        skipped: bool = result.skipped
+        again = await rodin.download(job, "out", verify="sha256", overwrite=False)
+        texture = await rodin.generate_texture(b"png", "model.glb", resolution="High")
+    del credits, done, skipped, again, texture
