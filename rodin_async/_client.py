@@ -442,14 +442,14 @@ class AsyncRodin:
             raise ClientClosedError(
                 "download_many needs the client opened with `async with AsyncRodin(...) as rodin`"
             )
-        if isinstance(task_uuids, Collection) and not isinstance(task_uuids, str):
-            for uuid in task_uuids:  # a list can be checked before any work starts
-                check_task_uuid(_task_uuid(uuid))
         if isinstance(task_uuids, str):
             raise InvalidTaskError(
                 "download_many takes an iterable of task uuids, not one string; "
                 "use download() for a single task"
             )
+        if isinstance(task_uuids, Collection):
+            for uuid in task_uuids:  # a list can be checked before any work starts
+                check_task_uuid(_task_uuid(uuid))
         options = _DownloadOptions(on_progress or ignore, overwrite, verify)
         return self._iterate_many(self._task_group, task_uuids, dest, options)
 
