@@ -231,3 +231,12 @@ async def test_download_many_needs_async_with(tmp_path: object) -> None:
     with pytest.raises(ClientClosedError, match="async with"):
         rodin.download_many(["t"], "out")
     await rodin.aclose()
+
+
+async def test_download_many_refuses_a_bare_string() -> None:
+    """A single uuid string is not iterated letter by letter."""
+    transport, seen = recording(lambda r: listing())
+    async with AsyncRodin(KEY, transport=transport) as rodin:
+        with pytest.raises(InvalidTaskError, match="not one string"):
+            rodin.download_many("task-uuid", "out")
+    assert seen == []
