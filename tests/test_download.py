@@ -454,20 +454,13 @@ async def test_breaking_out_stops_the_outstanding_work(
     server: FakeRodin, rodin: AsyncRodin, tmp_path: Path
 ) -> None:
     """Leaving the loop early cancels the rest promptly and leaves no stray tasks."""
-    uuids = []
-    for _ in range(10):
-        task = server.add_task({"a.bin": 200_000})
-        server.add_faults(task, "a.bin", Fault.trickle(chunk=10_000, interval=0.05))
-        uuids.append(task)
-    quick = server.add_task({"q.bin": 10})
+    uuids = [quick := server.add_task({"q.bin": 10}), *slow_tasks(server, 10)]
     baseline = len(asyncio.all_tasks())
-    async with contextlib.aclosing(rodin.download_many([quick, *uuids], tmp_path)) as results:
+    async with contextlib.aclosing(rodin.download_many(uuids, tmp_path)) as results:
         async for result in results:
             assert result.task_uuid == quick
             break
-    with anyio.fail_after(5):
-        while len(asyncio.all_tasks()) > baseline:
-            await anyio.sleep(0.01)
+    await tasks_back_to(baseline)
     before = len(server.requests)
     await anyio.sleep(0.3)
     assert len(server.requests) == before
@@ -479,15 +472,25 @@ async def test_abandoned_loop_is_cleaned_up_too(
     server: FakeRodin, rodin: AsyncRodin, tmp_path: Path
 ) -> None:
     """A plain `break` without aclosing also stops the work once the generator is dropped."""
+    uuids = [server.add_task({"q.bin": 10}), *slow_tasks(server, 6)]
+    baseline = len(asyncio.all_tasks())
+    async for _ in rodin.download_many(uuids, tmp_path):
+        break
+    await tasks_back_to(baseline)
+
+
+def slow_tasks(server: FakeRodin, count: int) -> list[str]:
+    """Tasks whose one file trickles for seconds: still running when a test stops them."""
     uuids = []
-    for _ in range(6):
+    for _ in range(count):
         task = server.add_task({"a.bin": 200_000})
         server.add_faults(task, "a.bin", Fault.trickle(chunk=10_000, interval=0.05))
         uuids.append(task)
-    quick = server.add_task({"q.bin": 10})
-    baseline = len(asyncio.all_tasks())
-    async for _ in rodin.download_many([quick, *uuids], tmp_path):
-        break
+    return uuids
+
+
+async def tasks_back_to(baseline: int) -> None:
+    """Wait (at most 5 s) until no more asyncio tasks exist than *baseline*."""
     with anyio.fail_after(5):
         while len(asyncio.all_tasks()) > baseline:
             await anyio.sleep(0.01)
