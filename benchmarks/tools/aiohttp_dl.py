@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 
 import _job
 import aiofiles
@@ -16,7 +17,8 @@ async def main() -> None:
     api = asyncio.Semaphore(4)
     headers = {"Authorization": f"Bearer {job['key']}"}
     timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
-    connector = aiohttp.TCPConnector(limit=args.concurrency + 4)
+    tls = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else True
+    connector = aiohttp.TCPConnector(limit=args.concurrency + 4, ssl=tls)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def fetch(folder: str, item: dict[str, str]) -> None:
