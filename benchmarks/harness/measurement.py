@@ -68,8 +68,12 @@ def run_once(
     server_pids: list[int],
     log: Path,
     timeout: float,
+    pid_log: Path | None = None,
 ) -> dict[str, Any]:
-    """One timed run of one tool; the clean-up and the verification are outside the timing."""
+    """One timed run of one tool; the clean-up and the verification are outside the timing.
+
+    The tool's pid is appended to *pid_log*, for ``--cleanup`` after a killed harness.
+    """
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     os.sync()  # flush the previous run's writes so they don't land in this run
@@ -77,7 +81,7 @@ def run_once(
     load = os.getloadavg()[0]
     srv0, busy0 = proc_cpu(server_pids), system_busy()
     rss_file = log.with_suffix(".rss")
-    wall, rc, ru = _timed(_wrapped(cmd, rss_file), cmd.env, out.parent, log, timeout)
+    wall, rc, ru = _timed(_wrapped(cmd, rss_file), cmd.env, out.parent, log, timeout, pid_log)
     srv, busy = proc_cpu(server_pids) - srv0, system_busy() - busy0
     cpu = ru.ru_utime + ru.ru_stime
     check = verify(out, files)
@@ -113,7 +117,12 @@ def _wrapped(cmd: Command, rss_file: Path) -> list[str]:
 
 
 def _timed(
-    argv: list[str], env: dict[str, str], cwd: Path, log: Path, timeout: float
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    log: Path,
+    timeout: float,
+    pid_log: Path | None,
 ) -> tuple[float, int, Any]:
     """Spawn, wait, return (wall seconds, exit code, rusage); kill the group on timeout."""
     with open(log, "wb") as err:
@@ -126,6 +135,9 @@ def _timed(
             cwd=cwd,
             start_new_session=True,  # a timeout kills the whole group, tool included
         )
+        if pid_log is not None:
+            with open(pid_log, "a") as f:
+                f.write(f"{proc.pid}\n")
         timer = threading.Timer(timeout, os.killpg, (proc.pid, signal.SIGKILL))
         timer.start()
         try:

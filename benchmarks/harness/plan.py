@@ -106,7 +106,13 @@ class Bench:
                 log = logs / f"{tag}-{label}-{rep}.log".replace(" ", "_").replace("/", "_")
                 library = library_fingerprint()
                 r = run_once(
-                    cmd, self.out_dir, stage.corpus.files, stage.pids, log, self.args.timeout
+                    cmd,
+                    self.out_dir,
+                    stage.corpus.files,
+                    stage.pids,
+                    log,
+                    self.args.timeout,
+                    self.work / "pids",
                 )
                 r |= {"argv": cmd.argv, "library": library, "rep": rep}
                 self.say(describe(f"rep {rep} {label}", r, stage.corpus.total_bytes))

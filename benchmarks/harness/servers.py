@@ -86,7 +86,7 @@ def make_work_dir() -> Path:
 
 
 def spawn(work: Path, argv: list[str], **options: Any) -> subprocess.Popen[bytes]:
-    """Start a server process and record its pid in *work* (see `remove_leftovers`)."""
+    """Start a server and record its pid in *work* (`remove_leftovers`; tools are recorded too)."""
     proc = subprocess.Popen(argv, **options)
     with open(work / "pids", "a") as f:
         f.write(f"{proc.pid}\n")
@@ -103,11 +103,11 @@ def remove_leftovers(say: Callable[[str], None]) -> None:
         owner = _pids(work / "owner")  # none: not a run's folder (the corpus lives nearby)
         if not owner or _alive(owner):
             continue
-        for pid in _pids(work / "pids"):
-            if str(work) in _cmdline(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                say(f"ended server process {pid} of {work}")
+        servers = [pid for pid in _pids(work / "pids") if str(work) in _cmdline(pid)]
+        for pid in servers + _children(servers):  # nginx's worker outlives a killed master
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            say(f"ended server process {pid} of {work}")
         shutil.rmtree(work, ignore_errors=True)
         say(f"removed {work}")
 
@@ -120,7 +120,21 @@ def _pids(path: Path) -> list[int]:
 
 
 def _alive(pids: list[int]) -> bool:
-    return any(os.path.exists(f"/proc/{pid}") for pid in pids)
+    """Whether any of *pids* still runs (a zombie, killed but not yet reaped, does not)."""
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError):
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                return True
+    return False
+
+
+def _children(parents: list[int]) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) in parents:
+                found.append(int(stat.parent.name))
+    return found
 
 
 def _cmdline(pid: int) -> str:
