@@ -17,11 +17,9 @@ from typing import Any
 
 from . import netns, report
 from .corpus import CORPORA, QUICK_TASKS, Corpus
-from .measurement import Command, library_fingerprint, run_once, summarize
-from .measurement import describe_run as describe
+from .measurement import Command, describe_run, library_fingerprint, run_once, summarize
 from .servers import TRANSPORTS, ApiServer, FakeServer, LocalCA, Nginx, list_all
-from .tools import TOOL_KEYS, TOOLS, Launch, Tool, available
-from .tools import write_job as write_job_files
+from .tools import TOOL_KEYS, TOOLS, Launch, Tool, available, write_job
 
 # Left out of every tool's environment: they would change what a run measures.
 ENV_DROPPED = ("RODIN_", "SSL_CERT_", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
@@ -58,6 +56,10 @@ class Bench:
     @property
     def out_dir(self) -> Path:
         return self.work / "out"
+
+    def show(self, table: str, runs: dict[str, list[dict[str, Any]]]) -> None:
+        """Print a finished table and its noise notes."""
+        self.say(f"\n{table}\n\n{report.notes(runs)}\n")
 
     def prepared(self, cname: str) -> Corpus:
         """The corpus, generated if missing (checked once per invocation)."""
@@ -115,7 +117,7 @@ class Bench:
                     self.work / "pids",
                 )
                 r |= {"argv": cmd.argv, "library": library, "rep": rep}
-                self.say(describe(f"rep {rep} {label}", r, stage.corpus.total_bytes))
+                self.say(describe_run(f"rep {rep} {label}", r, stage.corpus.total_bytes))
                 runs[label].append(r)
         return runs
 
@@ -192,7 +194,7 @@ class Bench:
         try:
             files, list_s = list_all(api.base_url, self.key, corpus.tasks)
             job = self.work / f"job-{tag}"
-            write_job_files(job, corpus, api.base_url, files, self.out_dir)
+            write_job(job, corpus, api.base_url, files, self.out_dir)
             self.say(
                 f"\n== {key}: {len(corpus.files)} files, {corpus.total_bytes / 1e9:.2f} GB over "
                 f"{info['transport_label']}; API {api.base_url} (listing all {len(corpus.tasks)} "
@@ -250,13 +252,7 @@ def run_loopback(
                     c = bench.compare_tools(stage, tools, _reps(args, cname))
                     results["corpora"][stage.key] = c
                     save()
-                    bench.say(
-                        "\n"
-                        + report.corpus_table(stage.key, c)
-                        + "\n\n"
-                        + report.notes(c["runs"])
-                        + "\n"
-                    )
+                    bench.show(report.corpus_table(stage.key, c), c["runs"])
                 if cname == "mix":
                     run_mix_extras(bench, stage, transport, results, save)
 
@@ -270,12 +266,12 @@ def run_mix_extras(
         s = bench.sweep(stage, tool, args.sweep, args.sweep_reps)
         results["sweep"] = s
         save()
-        bench.say("\n" + report.sweep_table(s) + "\n\n" + report.notes(s["runs"]) + "\n")
+        bench.show(report.sweep_table(s), s["runs"])
     if _scales_on(args, transport):
         s = bench.scaling(stage, bench.usable(args.scaling_tools), args.scaling, args.scaling_reps)
         results["scaling"] = s
         save()
-        bench.say("\n" + report.scaling_table(s) + "\n\n" + report.notes(s["runs"]) + "\n")
+        bench.show(report.scaling_table(s), s["runs"])
 
 
 def run_netns(
@@ -320,7 +316,7 @@ def run_netns(
             c = bench.compare_tools(stage, tools, args.netns_reps)
             results["corpora"][stage.key] = c
             save()
-            bench.say("\n" + report.corpus_table(stage.key, c) + "\n")
+            bench.show(report.corpus_table(stage.key, c), c["runs"])
     ns.shape(None)
 
 
