@@ -178,14 +178,46 @@ def main() -> int:
     nginx_bin = _server_mode(args)
     args.corpus_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(args.corpus_dir, 0o755)  # nginx's worker may run as another user
-    work = make_work_dir()
-    bench = Bench(args, work, "bench-" + secrets.token_hex(8), say, cli_options())
-    say(
-        f"rodin-async download options detected: --ca-bundle {_has(bench, '--ca-bundle')}, "
-        f"--processes {_has(bench, '--processes')}"
-    )
-    tools = bench.usable(args.tools)
-    results: dict[str, Any] = {
+    args.out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    with contextlib.ExitStack() as stack:  # servers, namespace, temp dir: always undone
+        work = make_work_dir()
+        stack.callback(shutil.rmtree, work, ignore_errors=True)
+        bench = Bench(args, work, "bench-" + secrets.token_hex(8), say, cli_options())
+        say(
+            f"rodin-async download options detected: --ca-bundle {_has(bench, '--ca-bundle')}, "
+            f"--processes {_has(bench, '--processes')}"
+        )
+        tools = bench.usable(args.tools)
+        results = _new_results(args, bench, command, busy, top)
+
+        def save() -> None:
+            (args.out / "results.json").write_text(json.dumps(results, indent=1))
+
+        needs_tls = bool(args.netns) or any(t != "http" for t in args.transport)
+        ca = LocalCA(work) if needs_tls else None
+        nginx = None
+        if nginx_bin and args.server_mode == "nginx" and args.transport:
+            cert = ca.issue("loopback", ["127.0.0.1", "localhost"]) if ca else None
+            nginx = Nginx(nginx_bin, args.corpus_dir, work, args.transport, tls=cert)
+            stack.callback(nginx.close)
+            say("nginx serving " + ", ".join(f"{t} on {nginx.url(t)}" for t in args.transport))
+        run_loopback(bench, nginx, ca, tools, results, save)
+        if args.netns:
+            # --netns implies nginx (_server_mode refuses the fake server) and TLS
+            assert nginx_bin is not None
+            assert ca is not None
+            run_netns(bench, stack, nginx_bin, ca, results, save)
+    results["elapsed_seconds"] = time.perf_counter() - t_start
+    results["load_after"] = os.getloadavg()
+    return finish(args, results)
+
+
+def _new_results(
+    args: argparse.Namespace, bench: Bench, command: str, busy: float, top: list[str]
+) -> dict[str, Any]:
+    """results.json before any run: what was asked, on what, in what conditions."""
+    return {
         "command": command,
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "server": args.server_mode,
@@ -205,31 +237,6 @@ def main() -> int:
         "sweep": None,
         "scaling": None,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-
-    def save() -> None:
-        (args.out / "results.json").write_text(json.dumps(results, indent=1))
-
-    t_start = time.perf_counter()
-    with contextlib.ExitStack() as stack:  # servers, namespace, temp dir: always undone
-        stack.callback(shutil.rmtree, work, ignore_errors=True)
-        needs_tls = bool(args.netns) or any(t != "http" for t in args.transport)
-        ca = LocalCA(work) if needs_tls else None
-        nginx = None
-        if nginx_bin and args.server_mode == "nginx" and args.transport:
-            cert = ca.issue("loopback", ["127.0.0.1", "localhost"]) if ca else None
-            nginx = Nginx(nginx_bin, args.corpus_dir, work, args.transport, tls=cert)
-            stack.callback(nginx.close)
-            say("nginx serving " + ", ".join(f"{t} on {nginx.url(t)}" for t in args.transport))
-        run_loopback(bench, nginx, ca, tools, results, save)
-        if args.netns:
-            # --netns implies nginx (_server_mode refuses the fake server) and TLS
-            assert nginx_bin is not None
-            assert ca is not None
-            run_netns(bench, stack, nginx_bin, ca, results, save)
-    results["elapsed_seconds"] = time.perf_counter() - t_start
-    results["load_after"] = os.getloadavg()
-    return finish(args, results)
 
 
 def _has(bench: Bench, option: str) -> str:
