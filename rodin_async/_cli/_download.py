@@ -46,7 +46,7 @@ def download(
     uuids: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="UUID", help="Task uuids; '-' reads them from stdin.", show_default=False
+            metavar="UUID...", help="Task uuids; '-' reads them from stdin.", show_default=False
         ),
     ] = None,
     output: Dest = Path("rodin-results"),
