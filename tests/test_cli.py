@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,11 +110,15 @@ def test_rejected_key_stops_the_run(
     assert "not-the-key" not in result.output
 
 
-def test_bad_uuid_is_a_usage_error(env: FakeRodin, tmp_path: Path) -> None:
-    """A uuid that can't name a folder is refused before anything downloads."""
-    result = invoke("download", "../escape", "-o", str(tmp_path))
-    assert result.exit_code == 2
-    assert "escape" in result.stderr
+def test_bad_uuid_argument_is_skipped_and_counted(env: FakeRodin, tmp_path: Path) -> None:
+    """A uuid argument that can't name a folder is reported, skipped, and makes the exit 1."""
+    good = task(env)
+    result = invoke("download", "../escape", good, "-o", str(tmp_path / "out"), "--json")
+    assert result.exit_code == 1
+    assert "argument 1: '../escape' looks like a path, not a task id (skipped)" in result.stderr
+    assert [line["uuid"] for line in json_lines(result)] == [good]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [good]
+    assert not (tmp_path / "escape").exists()
 
 
 def test_unreadable_uuid_file_is_a_usage_error(tmp_path: Path) -> None:
@@ -141,7 +146,61 @@ def test_collect_uuids_merges_sources_in_order(tmp_path: Path) -> None:
     """Arguments, then files; blanks and comments skipped; first mention kept."""
     listing = tmp_path / "uuids.txt"
     listing.write_text("# exported today\n\nb\n  c  # the chair\nA\nb\n")
-    assert collect_uuids(["A", "b"], [str(listing)]) == ["A", "b", "c"]
+    assert collect_uuids(["A", "b"], [str(listing)]).uuids == ["A", "b", "c"]
+
+
+def test_messy_file_is_read_leniently(tmp_path: Path) -> None:
+    """A BOM, CRLF, blank lines, comments (whole and trailing) and spaces are all fine."""
+    listing = tmp_path / "uuids.txt"
+    text = "\ufeffa1b2\r\n\r\n# header\r\n  c3-d4  \r\ne_5\t# trailing\r\n\u00a0f6\u00a0\r\n"
+    listing.write_bytes(text.encode("utf-8"))
+    wanted = collect_uuids([], [str(listing)])
+    assert (wanted.uuids, wanted.rejected) == (["a1b2", "c3-d4", "e_5", "f6"], [])
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ('"0a1b2c3d-1111-4222-8333-444455556666"', "is in quotes; write the task id without"),
+        ("../../etc", "looks like a path, not a task id"),
+        ("...", "is a placeholder from an example, not a task id"),
+        ("not a uuid", "has spaces inside; write one task id per line"),
+        ("uuid,", "contains ','; a task id is letters, digits, '-' and '_'"),
+        ("-rf", "starts with '-'"),
+        ("x" * 201, "is longer than 200 characters"),
+    ],
+)
+def test_line_that_cannot_be_a_task_id_is_reported(tmp_path: Path, line: str, why: str) -> None:
+    """Each kind of bad line is reported as FILE:LINE with a reason that fits it."""
+    listing = tmp_path / "uuids.txt"
+    listing.write_text(f"good-1\n{line}\ngood-2\n")
+    wanted = collect_uuids([], [str(listing)])
+    assert wanted.uuids == ["good-1", "good-2"]
+    [rejected] = wanted.rejected
+    assert str(rejected).startswith(f"{listing}:2: ")
+    assert why in rejected.why
+    assert "separator" not in rejected.why
+
+
+def test_placeholder_argument_is_ignored_with_a_note(env: FakeRodin, tmp_path: Path) -> None:
+    """`download U1 U2 ...` as an example prints it: the '...' is noted, not a failure."""
+    uuids = [task(env), task(env)]
+    result = invoke("download", *uuids, "...", "-o", str(tmp_path), "--json")
+    assert result.exit_code == 0, result.output
+    assert "note: ignored '...'" in result.stderr
+    assert sorted(line["uuid"] for line in json_lines(result)) == sorted(uuids)
+
+
+def test_only_bad_lines_download_nothing_and_fail(tmp_path: Path) -> None:
+    """A list with no usable uuid: each line reported, nothing downloaded, exit 1."""
+    listing = tmp_path / "uuids.txt"
+    listing.write_text("uuid,\n'x'\n")
+    result = invoke("download", "--from-file", str(listing), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert f"{listing}:1: 'uuid,' contains ','" in result.stderr
+    assert f"{listing}:2: " in result.stderr
+    assert "no task uuids to download" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_stdin_with_comments_blanks_and_duplicates(env: FakeRodin, tmp_path: Path) -> None:
@@ -202,6 +261,8 @@ def test_rerun_skips_finished_tasks(env: FakeRodin, tmp_path: Path) -> None:
     assert again.exit_code == 0
     assert json_lines(again)[0]["status"] == "skipped"
     assert "tasks skipped" in again.stderr
+    assert "skipped" in again.stderr and "2 files" in again.stderr  # the task's own row
+    assert re.search(r"files\s+2 \(0 downloaded, 2 already present\)", again.stderr)
     forced = invoke("download", uuid, "-o", str(tmp_path), "--json", "--overwrite")
     assert json_lines(forced)[0]["status"] == "ok"
 

@@ -32,12 +32,18 @@ def _command(function: Callable[P, None]) -> Callable[P, None]:
             _fail(as_cli_error(exc))
         except CliError as exc:
             _fail(exc)
-        except (Interrupted, KeyboardInterrupt):  # the latter outside an event loop
-            error_console().print("interrupted", style="yellow")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Interrupted as exc:
+            _stop(exc.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C outside an event loop
+            _stop(EXIT_INTERRUPTED)
 
     app.command()(command)
     return function
+
+
+def _stop(code: int) -> NoReturn:
+    error_console().print("interrupted", style="yellow")
+    raise typer.Exit(code) from None
 
 
 def _fail(error: CliError) -> NoReturn:

@@ -1,15 +1,17 @@
 """The bulk download that ``download``, ``demo`` and ``generate --wait`` share.
 
 It runs `AsyncRodin.download_many`, feeds a `Tally` from the progress events, writes one
-``--json`` line per finished task, and reports at the end. Ctrl-C is a normal way out:
-the work is cancelled, the library keeps only hidden ``.part`` files, and the summary of
-what finished is still printed.
+``--json`` line per finished task, and reports at the end. Ctrl-C and SIGTERM are normal
+ways out: the work is cancelled, the library keeps only hidden ``.part`` files, and the
+summary of what finished is still printed.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import shlex
+import signal
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -22,10 +24,10 @@ from rodin_async import AsyncRodin, TaskDownload
 
 from ._common import (
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     CliError,
     Interrupted,
+    exit_code_for,
     print_json,
     run,
 )
@@ -44,6 +46,7 @@ class Job:
     dest: Path
     overwrite: bool = False
     verify: Verify = "size"
+    rejected: int = 0  # input lines that were not task ids, reported before the run
 
 
 @attrs.frozen
@@ -91,11 +94,11 @@ def download_all(
         CliError: The run could not start (bad key, unusable destination, bad uuid),
             or the API key was rejected.
     """
-    tally = Tally(len(job.uuids))
+    tally = Tally(len(job.uuids), inputs_rejected=job.rejected)
     try:
         run(lambda: _download(open_client, job, tally, output, title))
-    except Interrupted:
-        tally.interrupted = True
+    except Interrupted as exc:
+        tally.stopped_by = exc.signum
     finally:
         tally.stop_clock()
     return tally
@@ -143,12 +146,14 @@ def finish(
     output: Output,
     *,
     failed_file: Path | None = None,
+    rerun: Sequence[str] = (),
     title: str = "rodin-async download",
 ) -> int:
     """Print the summary and the failed tasks, write *failed_file*; return the exit code.
 
-    After Ctrl-C the failed file also lists the tasks that never finished, so running
-    ``--from-file`` on it picks up where the interrupted run stopped.
+    After Ctrl-C or SIGTERM the failed file also lists the tasks that never finished, so
+    running ``--from-file`` on it picks up where the interrupted run stopped. *rerun* is
+    the options the hint to retry repeats (destination, connection, checks).
     """
     again = [r.task_uuid for r in tally.failed]
     if tally.interrupted:
@@ -157,25 +162,38 @@ def finish(
         write_lines(failed_file, again)
     if not output.quiet:
         output.console.print(summary_table(tally, title))
-    _print_failures(tally, output.console, failed_file)
-    if tally.interrupted:
-        output.console.print(
-            "[yellow]interrupted:[/] finished files are complete; partial ones were kept "
+    _print_failures(tally, output.console)
+    if again and failed_file is not None:
+        _print_rerun(output.console, failed_file, rerun)
+    return _exit_code(tally, output.console)
+
+
+def _exit_code(tally: Tally, console: Console) -> int:
+    if tally.stopped_by is not None:
+        name = "interrupted" if tally.stopped_by == signal.SIGINT else "stopped by SIGTERM"
+        console.print(
+            f"[yellow]{name}:[/] finished files are complete; partial ones were kept "
             "as hidden .part files and resume when you run the same command again"
         )
-        return EXIT_INTERRUPTED
-    return EXIT_FAILED if tally.failed else EXIT_OK
+        return exit_code_for(tally.stopped_by)
+    return EXIT_FAILED if tally.failed or tally.inputs_rejected else EXIT_OK
 
 
-def _print_failures(tally: Tally, console: Console, failed_file: Path | None) -> None:
+def _print_failures(tally: Tally, console: Console) -> None:
     if not tally.failed:
         return
     console.print(f"[red]{len(tally.failed)} task(s) failed:[/]")
     for result in tally.failed:
         console.print(f"  {result.task_uuid}  {first_line(result.error)}", markup=False)
-    if failed_file is not None:
-        again = f"retry them with: rodin-async download --from-file {failed_file}"
-        console.print(again, markup=False)
+
+
+def _print_rerun(console: Console, failed_file: Path, options: Sequence[str]) -> None:
+    """The command to download what is left, quoted to be pasted into a shell."""
+    listed = str(failed_file)  # read in full before it is written again: a retry loop
+    command = ["rodin-async", "download", "--from-file", listed, *options]
+    command += ["--failed-file", listed]
+    # soft_wrap: a command split over two lines can't be pasted, even on a terminal.
+    console.print(f"retry them with: {shlex.join(command)}", markup=False, soft_wrap=True)
 
 
 def write_lines(path: Path, lines: list[str]) -> None:

@@ -12,8 +12,8 @@ from rich.markup import escape
 from rodin_async import RetryPolicy
 
 from ._bulk import Job, Output, Verify, download_all, finish, write_lines
-from ._common import error_console
-from ._inputs import collect_uuids
+from ._common import EXIT_FAILED, EXIT_OK, error_console
+from ._inputs import Wanted, collect_uuids
 from ._options import ApiKeyFile, BaseUrl, connect
 
 _OUTPUT = "Output"
@@ -112,21 +112,25 @@ def download(
 ) -> None:
     """Download the result files of many tasks into OUTPUT/<task uuid>/.
 
-    Exit status: 0 all tasks downloaded, 1 some failed, 2 usage or configuration
-    error, 130 interrupted (Ctrl-C; run the same command again to resume).
+    Task uuids may come from arguments, files and stdin together. A line that can't be a
+    task id (quoted, a path, two words, a stray comma) is reported as FILE:LINE, skipped
+    and counted; the others still download, and the run exits 1.
+
+    Exit status: 0 all tasks downloaded, 1 some failed or input lines were skipped, 2 usage
+    or configuration error, 130 Ctrl-C, 143 SIGTERM (run the same command again to resume).
     """
     if not uuids and not from_file:
         raise typer.BadParameter(
             "give task uuids as arguments, with --from-file FILE, or '-' for stdin",
             param_hint="UUID",
         )
-    wanted = collect_uuids(uuids or [], from_file or [])
     out = Output(error_console(), quiet=quiet, json_lines=json_lines)
-    if not wanted:
+    wanted = _read_uuids(uuids or [], from_file or [], out)
+    if not wanted.uuids:
         if failed_file is not None:
             write_lines(failed_file, [])  # nothing left to retry: a retry loop can end
         out.console.print("no task uuids to download")
-        return
+        raise typer.Exit(EXIT_FAILED if wanted.rejected else EXIT_OK)
     factory = connect(
         api_key_file,
         base_url,
@@ -134,7 +138,37 @@ def download(
         retry=RetryPolicy(attempts=retries + 1),
     )
     if not quiet:
-        out.console.print(f"downloading {len(wanted)} task(s) to {escape(str(output))}")
-    job = Job(wanted, output, overwrite=overwrite, verify=verify.literal)
+        out.console.print(f"downloading {len(wanted.uuids)} task(s) to {escape(str(output))}")
+    job = Job(
+        wanted.uuids, output, overwrite=overwrite, verify=verify.literal,
+        rejected=len(wanted.rejected),
+    )  # fmt: skip
     tally = download_all(factory, job, out)
-    raise typer.Exit(finish(tally, wanted, out, failed_file=failed_file))
+    rerun = rerun_options(
+        ("-o", output, None),
+        ("-j", concurrency, 8),
+        ("--retries", retries, 4),
+        ("--verify", verify, VerifyMode.SIZE),
+        ("--api-key-file", api_key_file, None),
+        ("--base-url", base_url, None),
+    )
+    raise typer.Exit(finish(tally, wanted.uuids, out, failed_file=failed_file, rerun=rerun))
+
+
+def _read_uuids(arguments: list[str], files: list[str], out: Output) -> Wanted:
+    """The uuids to download; what can't be one is reported here, before the run."""
+    wanted = collect_uuids(arguments, files)
+    for note in wanted.notes:
+        out.console.print(f"note: {note}", style="dim", markup=False)
+    for rejected in wanted.rejected:
+        out.console.print(f"{rejected} (skipped)", style="red", markup=False)
+    return wanted
+
+
+def rerun_options(*options: tuple[str, object, object]) -> list[str]:
+    """The argv of each ``(flag, value, default)`` whose value is set and not the default."""
+    argv = []
+    for flag, value, default in options:
+        if value is not None and value != default:
+            argv += [flag, str(value.value if isinstance(value, enum.Enum) else value)]
+    return argv
