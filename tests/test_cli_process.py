@@ -303,3 +303,67 @@ def test_rerun_hint_repeats_the_options_and_works_pasted(server: FakeRodin, tmp_
     assert again.returncode == 0, again.stderr
     assert (out / late / "preview.webp").read_bytes() == server.content(late, "preview.webp")
     assert failed.read_text() == ""
+
+
+def read_banner(child: subprocess.Popen[str]) -> list[str]:
+    """The fake server's lines up to the one saying it serves."""
+    assert child.stdout is not None
+    return list(iter(child.stdout.readline, "Serving until Ctrl-C.\n"))
+
+
+def test_fake_server_hint_works_when_pasted(tmp_path: Path) -> None:
+    """The printed export and download lines, pasted as they are, download every task."""
+    (tmp_path / "my chair").mkdir()  # served, but not a task id: said at once
+    child = subprocess.Popen(
+        command("fake-server", "--tasks", "5", "--key", "k2", "--root", str(tmp_path)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        banner = read_banner(child)
+        export = next(line for line in banner if "export" in line)
+        settings = dict(re.findall(r"(RODIN_\w+)=(\S+)", export))
+        hint = next(line for line in banner if "rodin-async download" in line)
+        argv = shlex.split(hint)
+        assert argv[:2] == ["rodin-async", "download"]
+        assert "..." not in argv
+        out = tmp_path / "out"
+        pasted = subprocess.run(
+            [*command(*argv[1:]), "-o", str(out), "--json"],
+            env={**os.environ, **settings},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert pasted.returncode == 1, pasted.stderr  # the 'my chair' task is skipped
+        assert len(pasted.stdout.splitlines()) == 5
+        assert re.search(r"argument \d+: 'my chair' has spaces", pasted.stderr)
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=10)
+        assert "warning: folder 'my chair' has spaces" in stderr
+    finally:
+        child.kill()
+        child.communicate()
+
+
+def test_fake_server_removes_its_uuid_file(tmp_path: Path) -> None:
+    """With many tasks the uuids go to a temporary file, removed when the server stops."""
+    child = subprocess.Popen(
+        command("fake-server", "--tasks", "12"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        banner = read_banner(child)
+        listed = Path(
+            next(re.findall(r"uuids in (\S+)", line)[0] for line in banner if "uuids in" in line)
+        )
+        assert len(listed.read_text().split()) == 12
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=10) == 0
+        assert not listed.parent.exists()
+    finally:
+        child.kill()
+        child.communicate()
