@@ -107,6 +107,7 @@ def test_rejected_key_stops_the_run(
     result = invoke("download", *uuids, "-o", str(tmp_path))
     assert result.exit_code == 2
     assert "API key was rejected" in result.stderr
+    assert "Active API key is required; check RODIN_API_KEY" in result.stderr  # not ".;"
     assert "not-the-key" not in result.output
 
 
