@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import sys
@@ -9,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner, Result
 
+from rodin_async import AsyncRodin
 from rodin_async._cli import main
 from rodin_async._cli._app import app
 from rodin_async._cli._inputs import collect_uuids
@@ -56,7 +59,8 @@ def test_help_lists_every_command() -> None:
     """--help names every command, the demo first."""
     result = invoke("--help")
     assert result.exit_code == 0
-    names = ["demo", "download", "files", "generate", "status", "wait", "balance", "fake-server"]
+    names = ["demo", "download", "files", "generate", "generate-texture", "status", "wait"]
+    names += ["balance", "fake-server"]
     for name in names:
         assert name in result.stdout
     assert result.stdout.index("│ demo") < result.stdout.index("│ download")
@@ -369,6 +373,75 @@ def test_generate_refuses_bad_arguments(env: FakeRodin) -> None:
     result = invoke("generate", "--prompt", "x", "--tier", "Bogus")
     assert result.exit_code == 2
     assert "tier" in result.stderr
+
+
+# The library's keyword and the CLI's parameter, where the CLI names it differently.
+CLI_NAMES = {
+    "images": "image",
+    "TAPose": "ta_pose",
+    "bbox_condition": "bbox",
+    "addons": "addon",
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "command"),
+    [(AsyncRodin.generate, "generate"), (AsyncRodin.generate_texture, "generate-texture")],
+)
+def test_generate_commands_offer_every_field_of_the_library(method: object, command: str) -> None:
+    """Each keyword of generate/generate_texture is an option (or argument) of the command."""
+    click_command = typer.main.get_command(app).commands[command]  # type: ignore[attr-defined]
+    offered = {param.name for param in click_command.params}
+    wanted = set(inspect.signature(method).parameters) - {"self"}  # type: ignore[arg-type]
+    assert {CLI_NAMES.get(name, name) for name in wanted} <= offered
+
+
+def test_generate_sends_every_option(env: FakeRodin) -> None:
+    """Choices, switches, the bbox and addons reach the form as the API spells them."""
+    result = invoke(
+        "generate", "--prompt", "a lamp", "--tier", "Gen-2", "--material", "Shaded",
+        "--format", "fbx", "--quality", "low", "--quality-override", "5000",
+        "--mesh-mode", "Raw", "--mesh-simplify", "--no-ta-pose", "--bbox", "1", "2", "3",
+        "--addon", "HighPack", "--condition-mode", "fuse", "--hd-texture",
+        "--texture-mode", "x", "--geometry-instruct-mode", "creative", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    form = env.submissions[-1].fields
+    assert form["tier"] == ["Gen-2"] and form["material"] == ["Shaded"]
+    assert form["geometry_file_format"] == ["fbx"] and form["quality"] == ["low"]
+    assert form["quality_override"] == ["5000"] and form["mesh_mode"] == ["Raw"]
+    assert form["mesh_simplify"] == ["true"] and form["TAPose"] == ["false"]
+    assert json.loads(form["bbox_condition"][0]) == [1, 2, 3]
+    assert form["addons"] == ["HighPack"] and form["condition_mode"] == ["fuse"]
+    assert form["hd_texture"] == ["true"] and form["geometry_instruct_mode"] == ["creative"]
+    assert "use_hyper" not in form  # left out: not sent, the API's default applies
+
+
+def test_generate_refuses_a_value_outside_its_choices(env: FakeRodin) -> None:
+    """--material Gold is a usage error naming the choices, before anything is sent."""
+    before = len(env.submissions)
+    result = invoke("generate", "--prompt", "x", "--material", "Gold")
+    assert result.exit_code == 2
+    assert "Shaded" in result.stderr
+    assert len(env.submissions) == before
+
+
+def test_generate_texture_submits_waits_and_downloads(env: FakeRodin, tmp_path: Path) -> None:
+    """generate-texture IMAGE MODEL -o DIR: the texture endpoint, then the results on disk."""
+    image, model = tmp_path / "look.png", tmp_path / "mesh.glb"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    model.write_bytes(b"glTF" + bytes(100))
+    out = tmp_path / "out"
+    args = [str(image), str(model), "--material", "PBR", "--resolution", "High"]
+    result = invoke("generate-texture", *args, "-o", str(out), "--interval", "0.1", "--json")
+    assert result.exit_code == 0, result.output
+    submission = env.submissions[-1]
+    assert submission.endpoint == "rodin_texture_only"
+    assert submission.fields["resolution"] == ["High"]
+    assert [name for name, _ in submission.files["model"]] == ["mesh.glb"]
+    job, downloaded = json_lines(result)
+    assert downloaded["uuid"] == job["uuid"] and downloaded["status"] == "ok"
+    assert (out / str(job["uuid"]) / "preview.webp").is_file()
 
 
 def test_demo_verifies_every_file() -> None:

@@ -46,7 +46,9 @@ def test_flags_read_as_flags(command: str) -> None:
     """No option of any command shows a value type for a flag (`--quiet <bool>`)."""
     text = help_text(command)
     for flag in flags_of(command):
-        row = next(line for line in text.splitlines() if re.search(rf"{flag}\b", line))
+        # The flag's own row (as --x, or as the --no-x beside it), not a mention in a help.
+        own_row = re.compile(rf"│\s+(--[\w-]+\s+)?{flag}\b")
+        row = next(line for line in text.splitlines() if own_row.match(line))
         after = row.split(flag, 1)[1]
         assert not re.match(r"(\s+-\w)?\s+(<|BOOL|TEXT\b)", after), row
     assert "<bool>" not in text

@@ -14,7 +14,7 @@ from rodin_async import RetryPolicy
 from ._bulk import Job, Output, Verify, download_all, finish, write_lines
 from ._common import EXIT_FAILED, EXIT_OK, error_console
 from ._inputs import Wanted, collect_uuids
-from ._options import ApiKeyFile, BaseUrl, connect
+from ._options import ApiKeyFile, BaseUrl, CaBundle, Proxy, connect
 
 _OUTPUT = "Output"
 
@@ -63,6 +63,8 @@ def download(
     ] = None,
     api_key_file: ApiKeyFile = None,
     base_url: BaseUrl = None,
+    proxy: Proxy = None,
+    ca_bundle: CaBundle = None,
     json_lines: Annotated[
         bool,
         typer.Option(
@@ -134,6 +136,8 @@ def download(
     factory = connect(
         api_key_file,
         base_url,
+        proxy=proxy,
+        ca_bundle=ca_bundle,
         max_concurrency=concurrency,
         retry=RetryPolicy(attempts=retries + 1),
     )
@@ -151,6 +155,8 @@ def download(
         ("--verify", verify, VerifyMode.SIZE),
         ("--api-key-file", api_key_file, None),
         ("--base-url", base_url, None),
+        ("--proxy", proxy, None),
+        ("--ca-bundle", ca_bundle, None),
     )
     raise typer.Exit(finish(tally, wanted.uuids, out, failed_file=failed_file, rerun=rerun))
 
