@@ -262,7 +262,7 @@ def test_rerun_skips_finished_tasks(env: FakeRodin, tmp_path: Path) -> None:
     """A second run reports finished tasks as skipped; --overwrite downloads them again."""
     uuid = task(env)
     assert invoke("download", uuid, "-o", str(tmp_path)).exit_code == 0
-    again = invoke("download", uuid, "-o", str(tmp_path), "--json", "--verify", "sha256")
+    again = invoke("download", uuid, "-o", str(tmp_path), "--json", "--check", "sha256")
     assert again.exit_code == 0
     assert json_lines(again)[0]["status"] == "skipped"
     assert "tasks skipped" in again.stderr

@@ -289,7 +289,7 @@ def test_rerun_hint_repeats_the_options_and_works_pasted(server: FakeRodin, tmp_
     """The printed retry command keeps -o, -j, --retries and the rest, quoted for a shell."""
     good, late = server.add_task(FILES), "appears-after-the-first-run"
     out, failed = tmp_path / "my results", tmp_path / "failed list.txt"
-    options = ["-o", str(out), "-j", "3", "--retries", "2", "--verify", "sha256"]
+    options = ["-o", str(out), "-j", "3", "--retries", "2", "--check", "sha256"]
     first = run(server, "download", good, late, *options, "--failed-file", str(failed))
     assert first.returncode == 1
     hint = next(line for line in first.stderr.splitlines() if "retry them with:" in line)

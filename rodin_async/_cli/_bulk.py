@@ -35,7 +35,7 @@ from ._display import live_progress, summary_table
 from ._tally import Tally, first_line, status_of
 
 ClientFactory = Callable[[], AsyncRodin]
-Verify = Literal["size", "sha256"]
+FileCheck = Literal["size", "sha256"]
 
 
 @attrs.frozen
@@ -45,7 +45,7 @@ class Job:
     uuids: list[str]
     dest: Path
     overwrite: bool = False
-    verify: Verify = "size"
+    check: FileCheck = "size"
     rejected: int = 0  # input lines that were not task ids, reported before the run
 
 
@@ -113,7 +113,7 @@ async def _download(
                 job.uuids,
                 job.dest,
                 overwrite=job.overwrite,
-                verify=job.verify,
+                verify=job.check,
                 on_progress=tally.on_event,
             )
             async with contextlib.aclosing(results):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,24 +10,12 @@ from rich.markup import escape
 
 from rodin_async import RetryPolicy
 
-from ._bulk import Job, Output, Verify, download_all, finish, write_lines
+from ._bulk import FileCheck, Job, Output, download_all, finish, write_lines
 from ._common import EXIT_FAILED, EXIT_OK, error_console
 from ._inputs import Wanted, collect_uuids
 from ._options import ApiKeyFile, BaseUrl, CaBundle, Proxy, connect
 
 _OUTPUT = "Output"
-
-
-class VerifyMode(str, enum.Enum):
-    """The ``--verify`` choices (an enum: typer turns it into a checked choice)."""
-
-    SIZE = "size"
-    SHA256 = "sha256"
-
-    @property
-    def literal(self) -> Verify:
-        """The value as the library's type spells it."""
-        return "sha256" if self is VerifyMode.SHA256 else "size"
 
 
 Dest = Annotated[
@@ -103,14 +90,14 @@ def download(
             "--overwrite", help="Download tasks again even if an earlier run completed them."
         ),
     ] = False,
-    verify: Annotated[
-        VerifyMode,
+    check: Annotated[
+        FileCheck,
         typer.Option(
-            "--verify",
+            "--check",
             help="How an earlier run's files are checked before a task is skipped: "
             "by size, or by SHA-256 (reads every file).",
         ),
-    ] = VerifyMode.SIZE,
+    ] = "size",
 ) -> None:
     """Download the result files of many tasks into OUTPUT/<task uuid>/.
 
@@ -144,7 +131,7 @@ def download(
     if not quiet:
         out.console.print(f"downloading {len(wanted.uuids)} task(s) to {escape(str(output))}")
     job = Job(
-        wanted.uuids, output, overwrite=overwrite, verify=verify.literal,
+        wanted.uuids, output, overwrite=overwrite, check=check,
         rejected=len(wanted.rejected),
     )  # fmt: skip
     tally = download_all(factory, job, out)
@@ -152,7 +139,7 @@ def download(
         ("-o", output, None),
         ("-j", concurrency, 8),
         ("--retries", retries, 4),
-        ("--verify", verify, VerifyMode.SIZE),
+        ("--check", check, "size"),
         ("--api-key-file", api_key_file, None),
         ("--base-url", base_url, None),
         ("--proxy", proxy, None),
@@ -176,5 +163,5 @@ def rerun_options(*options: tuple[str, object, object]) -> list[str]:
     argv = []
     for flag, value, default in options:
         if value is not None and value != default:
-            argv += [flag, str(value.value if isinstance(value, enum.Enum) else value)]
+            argv += [flag, str(value)]
     return argv
