@@ -113,7 +113,7 @@ async def _download(
                 job.uuids,
                 job.dest,
                 overwrite=job.overwrite,
-                verify=job.check,
+                check=job.check,
                 on_progress=tally.on_event,
             )
             async with contextlib.aclosing(results):
