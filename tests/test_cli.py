@@ -16,6 +16,7 @@ from typer.testing import CliRunner, Result
 from rodin_async import AsyncRodin
 from rodin_async._cli import main
 from rodin_async._cli._app import app
+from rodin_async._cli._download import rerun_options
 from rodin_async._cli._inputs import collect_uuids
 from rodin_async.testing import FakeRodin, Fault
 
@@ -227,6 +228,18 @@ def test_empty_uuid_file_is_nothing_to_do(tmp_path: Path) -> None:
 
 
 # -- download --------------------------------------------------------------------------------
+
+
+def test_rerun_options_repeat_what_was_given() -> None:
+    """Options set to something other than their default are repeated; -o always is."""
+    argv = rerun_options(
+        ("-o", Path("out dir"), None),
+        ("-j", 8, 8),
+        ("--proxy", "http://proxy:3128", None),
+        ("--ca-bundle", None, None),
+        ("--check", "sha256", "size"),
+    )
+    assert argv == ["-o", "out dir", "--proxy", "http://proxy:3128", "--check", "sha256"]
 
 
 def test_json_lines_report_each_task(env: FakeRodin, tmp_path: Path) -> None:

@@ -64,3 +64,5 @@ def test_download_help_shows_uuids_as_a_list_and_values_with_types() -> None:
     assert re.search(r"│\s+UUID\.\.\.\s", text)
     concurrency = next(line for line in text.splitlines() if "--concurrency" in line)
     assert re.search(r"-j\s+(<int|INTEGER)", concurrency)  # value options keep their type
+    for option in ("--check", "--proxy", "--ca-bundle", "SSL_CERT_FILE"):
+        assert option in text

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 from typer.testing import CliRunner
 
 import rodin_async
@@ -289,7 +290,10 @@ def test_rerun_hint_repeats_the_options_and_works_pasted(server: FakeRodin, tmp_
     """The printed retry command keeps -o, -j, --retries and the rest, quoted for a shell."""
     good, late = server.add_task(FILES), "appears-after-the-first-run"
     out, failed = tmp_path / "my results", tmp_path / "failed list.txt"
+    bundle = tmp_path / "extra ca.pem"  # trusted besides the default CAs; unused over http
+    trustme.CA().cert_pem.write_to_path(str(bundle))
     options = ["-o", str(out), "-j", "3", "--retries", "2", "--check", "sha256"]
+    options += ["--ca-bundle", str(bundle)]
     first = run(server, "download", good, late, *options, "--failed-file", str(failed))
     assert first.returncode == 1
     hint = next(line for line in first.stderr.splitlines() if "retry them with:" in line)

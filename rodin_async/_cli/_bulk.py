@@ -47,6 +47,7 @@ class Job:
     overwrite: bool = False
     check: FileCheck = "size"
     rejected: int = 0  # input lines that were not task ids, reported before the run
+    proxy: str | None = None  # named when the API can't be reached through it
 
 
 @attrs.frozen
@@ -119,10 +120,9 @@ async def _download(
             async with contextlib.aclosing(results):
                 async for result in results:
                     tally.record(result)
+                    if (stop := _stop_reason(result, _api(rodin, job))) is not None:
+                        raise stop  # every other task would fail the same way
                     output.task_done(result)
-                    if isinstance(result.error, rodin_async.AuthenticationError):
-                        break  # every other task would fail the same way
-    _raise_if_key_rejected(tally)
 
 
 @contextlib.contextmanager
@@ -134,10 +134,24 @@ def _progress(tally: Tally, output: Output, title: str) -> Iterator[None]:
         yield
 
 
-def _raise_if_key_rejected(tally: Tally) -> None:
-    for result in tally.results:
-        if isinstance(result.error, rodin_async.AuthenticationError):
-            raise CliError(f"the API key was rejected: {first_line(result.error)}")
+def _api(rodin: AsyncRodin, job: Job) -> str:
+    """The API as a message names it: its URL, and the proxy between when there is one."""
+    return rodin.base_url + (f" (through the proxy {job.proxy})" if job.proxy else "")
+
+
+def _stop_reason(result: TaskDownload, api: str) -> CliError | None:
+    """The error that ends the whole run when a task met it: a rejected key, no API."""
+    error = result.error
+    if isinstance(error, rodin_async.AuthenticationError):
+        return CliError(f"the API key was rejected: {first_line(error)}")
+    if isinstance(error, rodin_async.CertificateError):
+        return CliError(
+            f"the API at {api} can't be trusted: {first_line(error)}; stopped "
+            "(to trust a private CA: --ca-bundle FILE)"
+        )
+    if isinstance(error, rodin_async.ConnectError):
+        return CliError(f"the API at {api} can't be reached: {first_line(error)}; stopped")
+    return None
 
 
 def finish(

@@ -30,9 +30,12 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C (143 for S
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 # Errors the user fixes by changing how the command is run, not by running it again.
+# An API that can't be reached at all is a wrong base URL, proxy or trust store more
+# often than an outage, and the download stops on it too.
 _CONFIGURATION_ERRORS = (
     rodin_async.ConfigurationError,
     rodin_async.AuthenticationError,
+    rodin_async.ConnectError,
     rodin_async.DestinationError,
     rodin_async.InvalidTaskError,
     rodin_async.ValidationError,

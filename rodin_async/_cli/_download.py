@@ -132,7 +132,7 @@ def download(
         out.console.print(f"downloading {len(wanted.uuids)} task(s) to {escape(str(output))}")
     job = Job(
         wanted.uuids, output, overwrite=overwrite, check=check,
-        rejected=len(wanted.rejected),
+        rejected=len(wanted.rejected), proxy=proxy,
     )  # fmt: skip
     tally = download_all(factory, job, out)
     rerun = rerun_options(
