@@ -285,6 +285,18 @@ def test_rerun_skips_finished_tasks(env: FakeRodin, tmp_path: Path) -> None:
     assert json_lines(forced)[0]["status"] == "ok"
 
 
+def test_rerun_after_a_deleted_file_counts_it_apart(env: FakeRodin, tmp_path: Path) -> None:
+    """One file of a finished task deleted: the summary says 1 downloaded, 1 already present."""
+    uuid = task(env)
+    assert invoke("download", uuid, "-o", str(tmp_path)).exit_code == 0
+    (tmp_path / uuid / "preview.webp").unlink()
+    again = invoke("download", uuid, "-o", str(tmp_path))
+    assert again.exit_code == 0, again.output
+    assert re.search(r"files\s+2 \(1 downloaded, 1 already present\)", again.stderr)
+    size = FILES["base_basic_pbr.glb"] + FILES["preview.webp"]
+    assert re.search(rf"size\s+{size / 1000:.1f} kB \(20.0 kB downloaded, ", again.stderr)
+
+
 def test_retries_are_counted(env: FakeRodin, tmp_path: Path) -> None:
     """A 503 then success: the task is ok and the summary says a file was retried."""
     uuid = task(env)

@@ -77,6 +77,22 @@ def test_summary_adds_up_downloaded_resumed_and_present_files() -> None:
     assert "60 bytes received" in text
 
 
+def test_partly_kept_and_skipped_tasks_count_as_done_in_the_live_view() -> None:
+    """A task with one of three files kept, and a skipped one: files 5/5, total known."""
+    tally = Tally(tasks_total=2)
+    tally.on_event(TaskStarted("t", 3))
+    for name in ("a", "b"):
+        tally.on_event(started("t", name, 100))
+        tally.on_event(FileFinished("t", name, Path(name), 100))
+    files = [DownloadedFile(n, Path(n), 100) for n in ("a", "b", "kept")]
+    tally.record(TaskDownload("t", Path("t"), files))
+    tally.record(TaskDownload("s", Path("s"), files[:2], skipped=True))
+    console = terminal()
+    console.print(ProgressView(tally))
+    assert "files 5/5" in console.export_text()
+    assert tally.estimated_total() == 200  # only what transfers: the kept file never does
+
+
 def test_retry_that_starts_over_resumes_nothing() -> None:
     """A resumed .part discarded by a retry from offset 0 is not counted as resumed."""
     tally = Tally(tasks_total=1)

@@ -65,7 +65,7 @@ class ProgressView:
             ("tasks ", "dim"),
             f"{len(t.results)}/{t.tasks_total}",
             ("   files ", "dim"),
-            f"{t.files_done}/{t.files_listed}",
+            f"{t.files_done + t.files_present}/{t.files_expected}",
             ("   active ", "dim"),
             str(len(t.active)),
         )

@@ -55,6 +55,7 @@ class Tally:
     bytes_resumed: int = 0  # of which an earlier run had left in .part files
     bytes_received: int = 0  # bytes that came over the wire in this run
     files_present: int = 0  # files of finished tasks kept from an earlier run
+    files_kept_listed: int = 0  # of which in listed tasks (kept, the rest downloaded)
     bytes_present: int = 0
     inputs_rejected: int = 0  # input lines that could not be task ids
     active: dict[Path, Transfer] = attrs.Factory(dict)
@@ -110,8 +111,11 @@ class Tally:
         """Account for a finished task: its files not completed by this run were kept."""
         self.results.append(result)
         files, size = self._completed.pop(result.task_uuid, (0, 0))
-        self.files_present += len(result.files) - files
+        kept = len(result.files) - files
+        self.files_present += kept
         self.bytes_present += sum(f.size for f in result.files) - size
+        if result.task_uuid in self.listed:  # listed, yet some files were still there
+            self.files_kept_listed += kept
 
     def stop_clock(self) -> None:
         """Fix the wall time: the summary is printed after cleanup, which isn't transfer."""
@@ -140,6 +144,11 @@ class Tally:
         return self.stopped_by is not None
 
     @property
+    def files_expected(self) -> int:
+        """Files of the tasks seen so far: listed ones, and those of skipped tasks."""
+        return self.files_listed + self.files_present - self.files_kept_listed
+
+    @property
     def bytes_downloaded(self) -> int:
         """Bytes of this run's completed files that this run wrote (not resumed ones)."""
         return self.bytes_finished - self.bytes_resumed
@@ -165,7 +174,8 @@ class Tally:
             return None
         known = self.bytes_finished + sum(t.total or t.on_disk for t in self.active.values())
         unlisted = max(0, self.tasks_total - len(self.listed) - self._ended_unlisted())
-        expected_files = self.files_listed + unlisted * self.files_listed / len(self.listed)
+        to_fetch = self.files_listed - self.files_kept_listed  # kept files never transfer
+        expected_files = to_fetch + unlisted * to_fetch / len(self.listed)
         unseen = max(0.0, expected_files - seen - self.files_failed)
         return round(known + unseen * known / seen)
 
