@@ -94,8 +94,8 @@ def download(
         FileCheck,
         typer.Option(
             "--check",
-            help="How an earlier run's files are checked before a task is skipped: "
-            "by size, or by SHA-256 (reads every file).",
+            help="How files an earlier run completed are checked before they are kept "
+            "(and not downloaded again): by size, or by SHA-256 (reads every file).",
         ),
     ] = "size",
 ) -> None:
