@@ -345,7 +345,7 @@ def test_fake_server_hint_works_when_pasted(tmp_path: Path) -> None:
         assert re.search(r"argument \d+: 'my chair' has spaces", pasted.stderr)
         child.send_signal(signal.SIGINT)
         _, stderr = child.communicate(timeout=10)
-        assert "warning: folder 'my chair' has spaces" in stderr
+        assert "warning: folder 'my chair' is served, but" in stderr
     finally:
         child.kill()
         child.communicate()

@@ -139,8 +139,12 @@ def _add_folders(server: FakeRodin, root: Path) -> list[str]:
     """Serve *root*'s folders as tasks; warn about names ``download`` won't take as ids."""
     uuids = server.add_directory(root)
     for uuid in uuids:
-        if (why := why_not_a_task_id(uuid)) is not None:
-            typer.echo(f"warning: folder {why}; `rodin-async download` will skip it", err=True)
+        if why_not_a_task_id(uuid) is not None:
+            typer.echo(
+                f"warning: folder {uuid!r} is served, but `rodin-async download` skips it: "
+                "a task id is letters, digits, '-' and '_'",
+                err=True,
+            )
     return uuids
 
 
