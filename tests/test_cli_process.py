@@ -209,10 +209,12 @@ def test_sigterm_stops_cleanly_like_ctrl_c(server: FakeRodin, tmp_path: Path) ->
     done = server.add_task(FILES)
     slow = trickling_tasks(server, 2)
     out, failed = tmp_path / "out", tmp_path / "failed.txt"
-    child = start(server, "download", done, *slow, "-o", str(out), "--failed-file", str(failed))
+    args = ["download", done, *slow, "-o", str(out), "--failed-file", str(failed), "--json"]
+    child = start(server, *args)
     try:
         part = out / slow[0] / ".big.glb.part"
-        wait_until(lambda: (out / done / "preview.webp").exists())
+        assert child.stdout is not None
+        assert json.loads(child.stdout.readline())["uuid"] == done  # reported, not just written
         wait_until(lambda: part.exists() and part.stat().st_size > 0)
         child.send_signal(signal.SIGTERM)
         _, stderr = child.communicate(timeout=15)
@@ -220,7 +222,7 @@ def test_sigterm_stops_cleanly_like_ctrl_c(server: FakeRodin, tmp_path: Path) ->
         child.kill()
     assert child.returncode == 143, stderr
     assert "stopped by SIGTERM" in stderr
-    assert re.search(r"tasks not finished\s+2", stderr)
+    assert re.search(r"tasks not finished\s+2", stderr), stderr
     assert sorted(failed.read_text().split()) == sorted(slow)
     for path in out.rglob("*"):
         if path.is_file() and not path.name.startswith("."):
