@@ -22,7 +22,9 @@ from ._models import DownloadedFile
 
 MANIFEST_NAME = ".rodin-manifest.json"
 _VERSION = 1
-Verify = Literal["size", "sha256"]
+FileCheck = Literal["size", "sha256"]
+"""How a re-run checks that finished files are intact: ``"size"``, or ``"sha256"`` too."""
+Verify = FileCheck  # the old name, used until the download option is renamed `check`
 
 
 @attrs.frozen

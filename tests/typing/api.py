@@ -46,3 +46,22 @@ async def use_the_workflow() -> None:
         again = await rodin.download(job, "out", verify="sha256", overwrite=False)
         texture = await rodin.generate_texture(b"png", "model.glb", resolution="High")
     del credits, done, skipped, again, texture
+
+
+def annotate_with_the_literals(
+    tier: rodin_async.Tier,
+    material: rodin_async.Material,
+    fmt: rodin_async.GeometryFormat,
+    check: rodin_async.FileCheck,
+) -> rodin_async.GenerationRequest:
+    modes: tuple[rodin_async.ConditionMode, rodin_async.MeshMode, rodin_async.Quality] = (
+        "fuse",
+        "Quad",
+        "extra-low",
+    )
+    instruct: rodin_async.GeometryInstructMode = "creative"
+    texture: tuple[rodin_async.TextureMaterial, rodin_async.TextureResolution] = ("PBR", "High")
+    del modes, instruct, texture, check
+    return rodin_async.GenerationRequest(
+        prompt="a chair", tier=tier, material=material, geometry_file_format=fmt
+    )
