@@ -6,6 +6,7 @@ import contextlib
 import importlib.metadata
 import json
 import os
+import sys
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -72,6 +73,11 @@ from ._models import (
 from ._progress import ProgressCallback, TaskFinished, ignore
 from ._retry import RetryPolicy, parse_retry_after, safe_to_resend
 from ._transport import FileTransport
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:
+    from typing_extensions import Self
 
 DEFAULT_BASE_URL = "https://hyperhuman.deemos.com/api/v2"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -171,7 +177,8 @@ class AsyncRodin:
         """How many files may transfer at once across the whole client."""
         return self._max_concurrency
 
-    async def __aenter__(self) -> AsyncRodin:
+    async def __aenter__(self) -> Self:
+        """Open the client for `download_many`; a subclass gets itself back, typed so."""
         self._ensure_open()
         if self._exit_stack is not None:
             raise ClientClosedError("this AsyncRodin is already open; enter it only once")

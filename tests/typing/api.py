@@ -6,6 +6,7 @@ from contextlib import aclosing
 from pathlib import Path
 
 import rodin_async
+from rodin_async.testing import FakeRodin
 
 
 async def use_the_api() -> None:
@@ -65,3 +66,29 @@ def annotate_with_the_literals(
     return rodin_async.GenerationRequest(
         prompt="a chair", tier=tier, material=material, geometry_file_format=fmt
     )
+
+
+class MyRodin(rodin_async.AsyncRodin):
+    """A user's subclass keeps its own type through `async with` (__aenter__ -> Self)."""
+
+    def hello(self) -> str:
+        return "hi"
+
+
+async def subclass_through_async_with() -> None:
+    async with MyRodin("key") as rodin:
+        mine: MyRodin = rodin
+        greeting: str = rodin.hello()
+    del mine, greeting
+
+
+class MyFake(FakeRodin):
+    pass
+
+
+async def fake_server_subclass() -> None:
+    with MyFake() as server:
+        same: MyFake = server
+    async with MyFake() as server:
+        same = server
+    del same
