@@ -224,6 +224,15 @@ class WaitTimeoutError(RodinError, builtins.TimeoutError):
     """The jobs were not done within the time `AsyncRodin.wait` was given."""
 
 
+def error_key(error: BaseException | None) -> object:
+    """What an error compares and hashes by inside a result: its type and ``args``.
+
+    Exceptions compare by identity, so a result holding one would never equal its own
+    pickled copy. Every rodin-async error keeps its whole message in ``args``.
+    """
+    return None if error is None else (type(error), error.args)
+
+
 def redact_url(url: str | httpx.URL) -> str:
     """Return *url* without query, fragment or user info, fit for messages and logs."""
     u = httpx.URL(url)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -35,7 +36,7 @@ class _Entry:
     sha256: str
 
 
-async def write_manifest(directory: Path, task_uuid: str, files: list[DownloadedFile]) -> None:
+async def write_manifest(directory: Path, task_uuid: str, files: Sequence[DownloadedFile]) -> None:
     """Record *files* as the complete result of *task_uuid* (atomically)."""
     entries = [
         {"name": f.name, "file": f.path.name, "size": f.size, "sha256": f.sha256} for f in files

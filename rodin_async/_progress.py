@@ -14,7 +14,7 @@ from pathlib import Path
 
 import attrs
 
-from ._errors import RodinError
+from ._errors import RodinError, error_key
 from ._models import TaskDownload
 
 
@@ -58,7 +58,7 @@ class FileRetried:
     name: str
     path: Path
     attempt: int
-    error: RodinError
+    error: RodinError = attrs.field(eq=error_key)
 
 
 @attrs.frozen
@@ -78,7 +78,7 @@ class FileFailed:
     task_uuid: str
     name: str
     path: Path
-    error: RodinError
+    error: RodinError = attrs.field(eq=error_key)
 
 
 @attrs.frozen

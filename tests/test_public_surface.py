@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import pickle
 import sys
 import typing
+from pathlib import Path
 
 import pytest
 
-from rodin_async import AsyncRodin
-from rodin_async.testing import FakeRodin
+from rodin_async import (
+    APIError,
+    AsyncRodin,
+    AuthenticationError,
+    DownloadedFile,
+    DownloadError,
+    FileFailed,
+    FileRetried,
+    GenerationJob,
+    Job,
+    JobStatus,
+    RateLimitError,
+    RetryPolicy,
+    TaskDownload,
+    TaskDownloadError,
+    TaskStatus,
+)
+from rodin_async.testing import FakeRodin, Fault
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -16,6 +34,13 @@ else:
     from typing_extensions import Self
 
 pytestmark = pytest.mark.anyio
+T = typing.TypeVar("T")
+
+
+def round_trip(value: T) -> T:
+    """*value* after pickling and unpickling, as multiprocessing would hand it over."""
+    copy: T = pickle.loads(pickle.dumps(value))  # noqa: S301  (bytes we just made)
+    return copy
 
 
 class MyRodin(AsyncRodin):
@@ -33,3 +58,76 @@ def test_fake_server_enter_returns_self() -> None:
     """FakeRodin's `with` and `async with` are typed Self as well."""
     assert typing.get_type_hints(FakeRodin.__enter__)["return"] is Self
     assert typing.get_type_hints(FakeRodin.__aenter__)["return"] is Self
+
+
+async def failed_results(tmp_path: Path) -> list[TaskDownload]:
+    """Three real results from the fake server: one ok, one with a failed file, one refused."""
+    with FakeRodin(api_key="sk-surface") as server:
+        ok = server.add_task({"a.glb": 1000, "b.png": 10})
+        broken = server.add_task({"a.glb": 1000, "b.png": 10})
+        server.add_faults(broken, "b.png", Fault.status(500, body=b"no"))
+        refused = server.add_task({"a.glb": 10})
+        retry = RetryPolicy(attempts=1)
+        async with AsyncRodin(server.api_key, base_url=server.base_url, retry=retry) as rodin:
+            results = {r.task_uuid: r async for r in rodin.download_many([ok, broken], tmp_path)}
+        server.add_api_faults(Fault.status(403), endpoint="download")
+        async with AsyncRodin(server.api_key, base_url=server.base_url, retry=retry) as rodin:
+            results[refused] = await anext(aiter(rodin.download_many([refused], tmp_path)))
+    return [results[ok], results[broken], results[refused]]
+
+
+async def test_task_downloads_hash_and_survive_pickling(tmp_path: Path) -> None:
+    """TaskDownload is hashable and equal to its pickled copy, errors included."""
+    ok, broken, refused = await failed_results(tmp_path)
+    assert ok.error is None
+    assert isinstance(broken.error, TaskDownloadError)
+    assert isinstance(refused.error, AuthenticationError)
+    for result in (ok, broken, refused):
+        assert isinstance(result.files, tuple)
+        copy = round_trip(result)
+        assert copy == result
+        assert hash(copy) == hash(result)
+    assert len({ok, broken, refused, *round_trip([ok, broken, refused])}) == 3
+
+
+def test_results_with_different_errors_differ(tmp_path: Path) -> None:
+    """Errors compare by type and message: a different error, or none, is a different result."""
+    base = TaskDownload("t", tmp_path, error=APIError("refused", code="X", status_code=400))
+    assert base == TaskDownload("t", tmp_path, error=APIError("refused", code="X", status_code=400))
+    assert base != TaskDownload("t", tmp_path)
+    assert base != TaskDownload("t", tmp_path, error=APIError("other", code="X", status_code=400))
+    assert base != TaskDownload("t", tmp_path, error=RateLimitError("refused", code="X",
+                                                                    status_code=400))
+
+
+def test_files_are_a_tuple_whatever_was_passed(tmp_path: Path) -> None:
+    """A list of files given to TaskDownload is stored as a tuple (so the result hashes)."""
+    file = DownloadedFile("a.glb", tmp_path / "a.glb", 3, "abc")
+    result = TaskDownload("t", tmp_path, [file])
+    assert result.files == (file,)
+    assert hash(result) == hash(TaskDownload("t", tmp_path, (file,)))
+
+
+def test_generation_results_hash_and_survive_pickling() -> None:
+    """GenerationJob and TaskStatus hold tuples, hash, and are equal after a pickle round trip."""
+    job = GenerationJob("task", "sub", ["j1", "j2"], "Submitted.", "a chair")
+    status = TaskStatus([Job("j1", JobStatus.DONE, "Done"), Job("j2", JobStatus.UNKNOWN, "Paused")])
+    assert job.job_uuids == ("j1", "j2")
+    assert isinstance(status.jobs, tuple)
+    for value in (job, status):
+        copy = round_trip(value)
+        assert copy == value
+        assert hash(copy) == hash(value)
+
+
+def test_failure_events_survive_pickling(tmp_path: Path) -> None:
+    """FileFailed and FileRetried carry errors and still compare equal after pickling."""
+    error = DownloadError("'a.glb': HTTP 500", name="a.glb", url="https://files/a?sig=1")
+    events = [
+        FileFailed("t", "a.glb", tmp_path / "a.glb", error),
+        FileRetried("t", "a.glb", tmp_path / "a.glb", 2, error),
+    ]
+    for event in events:
+        copy = round_trip(event)
+        assert copy == event
+        assert hash(copy) == hash(event)

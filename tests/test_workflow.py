@@ -74,7 +74,7 @@ async def test_status_by_subscription_key(server: FakeRodin, rodin: AsyncRodin) 
     """status() takes a GenerationJob or its subscription key."""
     job = await rodin.generate(prompt="a cup")
     by_job, by_key = await rodin.status(job), await rodin.status(job.subscription_key)
-    assert [j.uuid for j in by_job.jobs] == [j.uuid for j in by_key.jobs] == job.job_uuids
+    assert tuple(j.uuid for j in by_job.jobs) == tuple(j.uuid for j in by_key.jobs) == job.job_uuids
 
 
 async def test_failed_job_is_reported_by_name(server: FakeRodin, rodin: AsyncRodin) -> None:
@@ -200,9 +200,9 @@ async def test_rerun_skips_finished_tasks_without_transfers(
     assert server.requests == []
     assert all(r.skipped and r.ok for r in second.values())
     for result in first:
-        assert second[result.task_uuid].files == [
+        assert second[result.task_uuid].files == tuple(
             f.__class__(f.name, f.path, f.size, f.sha256, attempts=0) for f in result.files
-        ]
+        )
 
 
 async def test_missing_or_corrupt_files_are_downloaded_again(
