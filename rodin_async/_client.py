@@ -567,22 +567,25 @@ def _raise_for_failed(status: TaskStatus) -> None:
 
 def _decode(response: httpx.Response, cls: type[E]) -> E:
     """Turn an API answer into *cls*, or raise the matching `APIError`."""
-    status = response.status_code
+    status, headers = response.status_code, _kept_headers(response)
     if not response.is_success:
-        raise _error_for_status(response)
-    raw = parse_json(response.content, status_code=status)
+        raise _error_for_status(response, headers)
+    raw = parse_json(response.content, status_code=status, headers=headers)
     # The envelope first: an error answer lacks the fields a success must have.
-    envelope = structure(raw, Envelope, status_code=status)
+    envelope = structure(raw, Envelope, status_code=status, headers=headers)
     if envelope.failed:
         code = envelope.error or ""
         error_cls = AuthenticationError if code in _AUTH_CODES else APIError
         raise error_cls(
-            envelope.message or "the API refused the request", code=code, status_code=status
+            envelope.message or "the API refused the request",
+            code=code,
+            status_code=status,
+            headers=headers,
         )
-    return structure(raw, cls, status_code=status)
+    return structure(raw, cls, status_code=status, headers=headers)
 
 
-def _error_for_status(response: httpx.Response) -> APIError:
+def _error_for_status(response: httpx.Response, headers: dict[str, str]) -> APIError:
     status = response.status_code
     code, message = _error_details(response)
     retry_after = parse_retry_after(response.headers.get("retry-after"))
@@ -591,6 +594,7 @@ def _error_for_status(response: httpx.Response) -> APIError:
             f"{message or 'the API key was rejected'}; check RODIN_API_KEY",
             code=code,
             status_code=status,
+            headers=headers,
         )
     error_cls = RateLimitError if status == 429 else APIError
     return error_cls(
@@ -598,7 +602,14 @@ def _error_for_status(response: httpx.Response) -> APIError:
         code=code,
         status_code=status,
         retry_after=retry_after,
+        headers=headers,
     )
+
+
+def _kept_headers(response: httpx.Response) -> dict[str, str]:
+    """The answer's headers an error may keep: none that echoes the key we sent."""
+    _, _, key = response.request.headers.get("authorization", "").partition(" ")
+    return {k: v for k, v in response.headers.items() if not (key and key in v)}
 
 
 def _error_details(response: httpx.Response) -> tuple[str | None, str | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -280,23 +280,29 @@ def make_converter() -> cattrs.Converter:
 _converter = make_converter()
 
 
-def parse_json(body: bytes, *, status_code: int) -> object:
-    """Decode an API body, or raise `ResponseFormatError`."""
+def parse_json(
+    body: bytes, *, status_code: int, headers: Mapping[str, str] | None = None
+) -> object:
+    """Decode an API body, or raise `ResponseFormatError` (with the answer's headers)."""
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # Recursion: deep nesting
         raise ResponseFormatError(
             f"the API answered with something that is not JSON: {_preview(body)!r}",
             status_code=status_code,
+            headers=headers,
         ) from exc
 
 
-def structure(raw: object, cls: type[T], *, status_code: int) -> T:
+def structure(
+    raw: object, cls: type[T], *, status_code: int, headers: Mapping[str, str] | None = None
+) -> T:
     """Structure decoded JSON as *cls*; any mismatch becomes `ResponseFormatError`."""
     if not isinstance(raw, dict):
         raise ResponseFormatError(
             f"the API answered with a JSON {type(raw).__name__}, expected an object",
             status_code=status_code,
+            headers=headers,
         )
     try:
         return _converter.structure(raw, cls)
@@ -304,6 +310,7 @@ def structure(raw: object, cls: type[T], *, status_code: int) -> T:
         raise ResponseFormatError(
             f"the API's answer does not have the documented shape: {_explain(exc)}",
             status_code=status_code,
+            headers=headers,
         ) from exc
 
 

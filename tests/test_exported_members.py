@@ -38,9 +38,7 @@ def test_all_names_public_members() -> None:
             assert member.__module__.startswith("rodin_async")
 
 
-@pytest.mark.parametrize(
-    "name", [*LITERALS, "FileCheck", "TextureMaterial", "TextureResolution"]
-)
+@pytest.mark.parametrize("name", [*LITERALS, "FileCheck", "TextureMaterial", "TextureResolution"])
 def test_literal_types_are_exported(name: str) -> None:
     """The fixed value sets are exported as Literal aliases for users' own annotations."""
     alias = getattr(rodin_async, name)

@@ -96,8 +96,9 @@ def test_results_with_different_errors_differ(tmp_path: Path) -> None:
     assert base == TaskDownload("t", tmp_path, error=APIError("refused", code="X", status_code=400))
     assert base != TaskDownload("t", tmp_path)
     assert base != TaskDownload("t", tmp_path, error=APIError("other", code="X", status_code=400))
-    assert base != TaskDownload("t", tmp_path, error=RateLimitError("refused", code="X",
-                                                                    status_code=400))
+    assert base != TaskDownload(
+        "t", tmp_path, error=RateLimitError("refused", code="X", status_code=400)
+    )
 
 
 def test_files_are_a_tuple_whatever_was_passed(tmp_path: Path) -> None:
