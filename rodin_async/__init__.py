@@ -62,6 +62,7 @@ from ._progress import (
     TaskFinished,
     TaskStarted,
 )
+from ._public import publish
 from ._retry import RetryPolicy
 
 __all__ = [
@@ -112,6 +113,9 @@ __all__ = [
     "ValidationError",
     "WaitTimeoutError",
 ]
+
+publish(__name__, globals(), __all__)
+del publish
 
 
 def __getattr__(name: str) -> str:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import pickle
 import sys
+import traceback
+import types
 import typing
 from pathlib import Path
 
+import cattrs
 import pytest
 
+import rodin_async
+import rodin_async.testing
 from rodin_async import (
     APIError,
     AsyncRodin,
@@ -132,3 +137,62 @@ def test_failure_events_survive_pickling(tmp_path: Path) -> None:
         copy = round_trip(event)
         assert copy == event
         assert hash(copy) == hash(event)
+
+
+def public_classes(module: types.ModuleType) -> list[type]:
+    """The classes among *module*'s exports (type aliases left out)."""
+    members = [getattr(module, name) for name in module.__all__]
+    return [m for m in members if isinstance(m, type) and typing.get_origin(m) is None]
+
+
+@pytest.mark.parametrize("module", [rodin_async, rodin_async.testing])
+def test_public_classes_report_the_package_as_their_module(module: types.ModuleType) -> None:
+    """Every exported class says `rodin_async.X`, not `rodin_async._errors.X`, and lives there."""
+    classes = public_classes(module)
+    assert len(classes) > 3
+    for cls in classes:
+        assert cls.__module__ == module.__name__, cls
+        assert getattr(module, cls.__qualname__) is cls
+
+
+def test_tracebacks_show_the_public_name() -> None:
+    """A traceback names the exception by its public path."""
+    error = DownloadError("'a.glb': HTTP 500", name="a.glb", url="https://files/a?sig=1")
+    text = "".join(traceback.format_exception_only(type(error), error))
+    assert text.startswith("rodin_async.DownloadError: 'a.glb': HTTP 500")
+    assert repr(rodin_async.RetryPolicy) == "<class 'rodin_async.RetryPolicy'>"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        rodin_async.ConfigurationError("no key"),
+        rodin_async.TimeoutError("GET /x: timed out"),
+        rodin_async.JobFailedError("job-1", "Failed"),
+        rodin_async.TaskDownloadError("t", [DownloadError("x", name="a", url="https://f/a")]),
+        rodin_async.AuthenticationError("bad key", code="UNAUTHORIZED", status_code=401),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_errors_pickle_under_their_public_name(error: Exception) -> None:
+    """Errors still pickle, by reference to `rodin_async.X`, and come back the same."""
+    assert f"rodin_async\n{type(error).__name__}".encode() in pickle.dumps(error, protocol=0)
+    copy = round_trip(error)
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+
+
+@pytest.mark.parametrize("module", [rodin_async, rodin_async.testing])
+def test_type_hints_still_resolve(module: types.ModuleType) -> None:
+    """get_type_hints works on every exported class, though `__module__` is the package now."""
+    for cls in public_classes(module):
+        typing.get_type_hints(cls)
+
+
+def test_results_unstructure_with_cattrs(tmp_path: Path) -> None:
+    """A user's own cattrs converter can turn a result into plain data (it resolves types)."""
+    file = DownloadedFile("a.glb", tmp_path / "a.glb", 3, "abc")
+    result = TaskDownload("t", tmp_path, [file])
+    data = cattrs.Converter().unstructure(result)
+    assert data["files"][0]["size"] == 3
+    assert data["directory"] == str(tmp_path)

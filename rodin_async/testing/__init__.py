@@ -14,9 +14,13 @@ Needs the `testing` extra (`pip install rodin-async[testing]`)::
         assert server.submissions[0].fields["tier"] == ["Regular"]
 """
 
+from .._public import publish
 from ._content import FileSource
 from ._faults import Fault
 from ._server import FakeRodin
 from ._state import Endpoint, RecordedRequest, Submission
 
 __all__ = ["Endpoint", "FakeRodin", "Fault", "FileSource", "RecordedRequest", "Submission"]
+
+publish(__name__, globals(), __all__)
+del publish
