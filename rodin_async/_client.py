@@ -668,8 +668,35 @@ def _files_client(
         follow_redirects=True,
         limits=limits,
         headers={"User-Agent": _user_agent()},
-        transport=transport or FileTransport(limits),
+        transport=_Replayable(transport) if transport else FileTransport(limits),
     )
+
+
+class _Replayable(httpx.AsyncBaseTransport):
+    """Hand on answers a transport built already read (``httpx.MockTransport``'s) as streams.
+
+    ``httpx.Response(content=...)`` reads its body at once, and httpx then refuses the
+    raw stream the downloader reads (``StreamConsumed``). Such a body is in memory, so
+    it is handed on as a fresh stream; real transports' answers pass untouched.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if not (response.is_stream_consumed and isinstance(response.stream, httpx.ByteStream)):
+            return response
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=response.stream,  # the raw bytes, still encoded as the headers say
+            extensions=response.extensions,
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def _user_agent() -> str:

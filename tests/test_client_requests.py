@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import pickle
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -322,3 +324,25 @@ def test_api_errors_survive_pickling() -> None:
     assert dict(copy.headers) == {"x-request-id": "r-2", "retry-after": "3"}
     assert copy.request_id == "r-2"
     assert str(copy) == str(exc)
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+async def test_mock_transport_serves_downloads_too(tmp_path: Path, encoding: str) -> None:
+    """httpx.MockTransport answers built with content=... work for file downloads as well."""
+    body = b"glTF" + bytes(range(256)) * 40
+    wire = gzip.compress(body) if encoding == "gzip" else body
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "api.example":
+            return listing(("a.glb", "https://files.example/a.glb?sig=1"))
+        return httpx.Response(200, content=wire, headers={"Content-Encoding": encoding})
+
+    transport, seen = recording(handler)
+    async with AsyncRodin(KEY, base_url="https://api.example/", transport=transport) as rodin:
+        result = await rodin.download("task-1", tmp_path)
+        (again,) = [r async for r in rodin.download_many(["task-2"], tmp_path)]
+    assert (tmp_path / "task-1" / "a.glb").read_bytes() == body
+    assert (tmp_path / "task-2" / "a.glb").read_bytes() == body
+    assert result.ok and again.ok and result.files[0].size == len(body)
+    assert [r.url.host for r in seen] == ["api.example", "files.example"] * 2
+    assert "authorization" not in seen[1].headers
