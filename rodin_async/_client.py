@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import json
+import logging
 import os
 import sys
 from collections.abc import (
@@ -79,6 +80,7 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import Self
 
+logger = logging.getLogger("rodin_async")
 DEFAULT_BASE_URL = "https://hyperhuman.deemos.com/api/v2"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _AUTH_CODES = frozenset({"UNAUTHORIZED", "INVALID_API_KEY", "FORBIDDEN"})
@@ -345,15 +347,33 @@ class AsyncRodin:
         Throttled polls back off (429, honouring Retry-After). Cancel the calling task
         to stop waiting early.
 
+        A status this version of rodin-async doesn't know (``JobStatus.UNKNOWN``, such as
+        ``"Paused"``) neither ends nor fails the wait, since the job may still finish:
+        without a *timeout*, waiting goes on as long as the API reports it. Each new
+        unknown status is logged once as a warning on the ``rodin_async`` logger. To stop
+        on one, raise from *on_status*: its exception comes out of `wait` as it is.
+
+        Args:
+            job: A `GenerationJob`, or its ``subscription_key``.
+            poll_interval: Seconds between polls.
+            timeout: Seconds to wait in all; None waits as long as it takes.
+            on_status: Called with every status polled, before it is acted on.
+
+        Returns:
+            The status in which every job is Done.
+
         Raises:
             JobFailedError: A job ended Failed or Canceled (the error names it).
             WaitTimeoutError: Not done within *timeout* seconds.
+            ConfigurationError: *poll_interval* is not positive.
         """
         if not poll_interval > 0:
             raise ConfigurationError(f"poll_interval must be positive, got {poll_interval!r}")
+        unknown: set[tuple[str, str]] = set()
         with anyio.move_on_after(timeout):
             while True:
                 status = await self.status(job)
+                _log_unknown(status, unknown)
                 if on_status is not None:
                     on_status(status)
                 _raise_for_failed(status)
@@ -557,6 +577,19 @@ def _subscription_key(job: GenerationJob | str) -> str:
     if not isinstance(key, str) or not key.strip():
         raise InvalidTaskError("a subscription key (or a GenerationJob) is required")
     return key.strip()
+
+
+def _log_unknown(status: TaskStatus, seen: set[tuple[str, str]]) -> None:
+    """Warn once per job and status about statuses `wait` can't act on."""
+    for job in status.jobs:
+        if job.status is JobStatus.UNKNOWN and (job.uuid, job.raw_status) not in seen:
+            seen.add((job.uuid, job.raw_status))
+            logger.warning(
+                "job %s is %r, a status rodin-async does not know; still waiting for Done "
+                "(pass timeout= to wait(), or raise from on_status to stop)",
+                job.uuid,
+                job.raw_status,
+            )
 
 
 def _raise_for_failed(status: TaskStatus) -> None:
