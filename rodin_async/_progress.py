@@ -1,5 +1,27 @@
 """Typed progress events, emitted while downloads run (the CLI's bars are built on them).
 
+Pass ``on_progress=callback`` to `AsyncRodin.download`, `AsyncRodin.download_many` or
+`AsyncRodin.run`. The callback receives a `ProgressEvent`: one of these frozen classes.
+
+- `TaskStarted`: a task was listed; ``files`` of it will download.
+- `FileStarted`: an attempt at a file began; ``offset`` bytes were already on disk.
+- `FileProgress`: ``advanced`` more bytes of a file reached disk.
+- `FileRetried`: an attempt failed (``error``); the file will be tried again.
+- `FileFinished`: a file is complete under its final name.
+- `FileFailed`: a file could not be downloaded (``error``); its task will report it.
+- `TaskFinished`: a task is done; ``result`` is its `TaskDownload`.
+
+Tell them apart with ``match`` (a type checker then sees which kinds you handle)::
+
+    def on_progress(event: rodin_async.ProgressEvent) -> None:
+        match event:
+            case rodin_async.FileFinished(name=name, size=size):
+                print(f"{name}: {size} bytes")
+            case rodin_async.TaskFinished(result=result) if result.error:
+                print(f"{result.task_uuid} failed: {result.error}")
+            case _:
+                pass
+
 Callbacks are plain functions called in the event loop, once per chunk at most, so they
 must be quick and must not block. File events carry ``path``, the file's final path,
 which tells apart two listed files that share a name. Byte accounting: a file's bytes on
@@ -9,8 +31,10 @@ after it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Union
 
 import attrs
 
@@ -88,15 +112,19 @@ class TaskFinished:
     result: TaskDownload
 
 
-ProgressEvent = (
-    TaskStarted
-    | FileStarted
-    | FileProgress
-    | FileRetried
-    | FileFinished
-    | FileFailed
-    | TaskFinished
-)
+# typing.Union rather than `|`: a Union alias can carry a docstring for help().
+ProgressEvent = Union[  # noqa: UP007
+    TaskStarted,
+    FileStarted,
+    FileProgress,
+    FileRetried,
+    FileFinished,
+    FileFailed,
+    TaskFinished,
+]
+"""What a progress callback receives: any one of the seven event classes."""
+with contextlib.suppress(AttributeError, TypeError):  # Python 3.14 unions take no docstring
+    ProgressEvent.__doc__ = __doc__
 ProgressCallback = Callable[[ProgressEvent], None]
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import pickle
+import pydoc
 import sys
+import textwrap
 import traceback
 import types
 import typing
@@ -196,3 +199,42 @@ def test_results_unstructure_with_cattrs(tmp_path: Path) -> None:
     data = cattrs.Converter().unstructure(result)
     assert data["files"][0]["size"] == 3
     assert data["directory"] == str(tmp_path)
+
+
+def test_help_on_progress_event_explains_it() -> None:
+    """help(ProgressEvent) shows what the union holds and how to use it, not UnionType's help."""
+    text = pydoc.render_doc(rodin_async.ProgressEvent, renderer=pydoc.plaintext)
+    assert "UnionType" not in text
+    assert "on_progress" in text and "match event:" in text
+    for event in typing.get_args(rodin_async.ProgressEvent):
+        assert f"`{event.__name__}`:" in text
+
+
+def test_progress_event_example_runs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The match example in ProgressEvent's docstring runs and tells the events apart."""
+    doc = inspect.cleandoc(rodin_async.ProgressEvent.__doc__ or "")
+    example = textwrap.dedent(doc.split("::\n", 1)[1].split("\n\n", 1)[0])
+    namespace: dict[str, object] = {"rodin_async": rodin_async}
+    exec(example, namespace)  # noqa: S102  (our own docstring)
+    on_progress = typing.cast(typing.Callable[[object], None], namespace["on_progress"])
+    failed = TaskDownload("t-1", tmp_path, error=rodin_async.InvalidTaskError("bad uuid"))
+    on_progress(rodin_async.FileFinished("t-1", "a.glb", tmp_path / "a.glb", 12))
+    on_progress(rodin_async.TaskFinished(failed))
+    on_progress(rodin_async.TaskStarted("t-1", 1))
+    assert capsys.readouterr().out == "a.glb: 12 bytes\nt-1 failed: bad uuid\n"
+
+
+def test_help_on_fault_explains_how_to_use_it() -> None:
+    """help(Fault) says how faults are queued and names every constructor, each documented."""
+    text = pydoc.render_doc(Fault, renderer=pydoc.plaintext)
+    assert "add_faults" in text and "add_api_faults" in text
+    constructors = [
+        name
+        for name, member in vars(Fault).items()
+        if isinstance(member, staticmethod) and not name.startswith("_")
+    ]
+    assert len(constructors) == 13
+    doc = Fault.__doc__ or ""
+    for name in constructors:
+        assert f"`{name}`" in doc, name
+        assert getattr(Fault, name).__doc__, name
