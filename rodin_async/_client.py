@@ -397,8 +397,29 @@ class AsyncRodin:
     ) -> TaskDownload:
         """Generate, wait for the result, and download it: the whole workflow in one call.
 
+        The destination is checked first, so a generation is never paid for when its
+        result could not be written. The other arguments are those of `submit`, `wait`
+        and `download`.
+
+        Args:
+            request: The generation to submit.
+            dest: The folder the result goes into, as ``dest/<task_uuid>/``.
+            poll_interval: Seconds between status polls.
+            timeout: Seconds to wait for the generation; None waits as long as it takes.
+            on_status: Called with every status polled (see `wait`).
+            on_progress: Receives the download's progress events.
+            retry_submit: Retry the submit on any transient failure (see `generate`).
+
+        Returns:
+            The downloaded task.
+
         Raises:
-            Whatever `submit`, `wait` and `download` raise.
+            DestinationError: *dest* is not a writable directory (before submitting).
+            ValidationError: The request's files can't be read.
+            APIError: The API refused the submission, a poll or the listing.
+            JobFailedError: A job ended Failed or Canceled.
+            WaitTimeoutError: Not done within *timeout* seconds.
+            TaskDownloadError: Some result files failed to download.
         """
         directory = await prepare_destination(dest)  # fail before paying for a generation
         job = await self.submit(request, retry_submit=retry_submit)

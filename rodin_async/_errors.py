@@ -1,23 +1,25 @@
 """The exception tree of rodin-async.
 
-Everything the public API raises derives from `RodinError`::
+Everything the public API raises derives from `RodinError`:
 
-    RodinError
-    ├── ConfigurationError          bad client set-up (no API key, bad options); also ValueError
-    ├── ClientClosedError           the client is closed (or was never opened with async with)
-    ├── InvalidTaskError            a blank or malformed task uuid; also ValueError
-    ├── ValidationError             generation arguments the API would refuse; also ValueError
-    ├── DestinationError            the destination folder can't be used or written
-    ├── APIError                    the API answered, but not with what we asked for
-    │   ├── AuthenticationError     401/403: the key is missing, wrong or inactive
-    │   ├── RateLimitError          429: slow down (carries ``retry_after``)
-    │   └── ResponseFormatError     the body isn't the JSON shape the docs describe
-    ├── TransportError              the request never got a complete answer
-    │   └── TimeoutError            connect/read/write timed out (also the builtin TimeoutError)
-    ├── DownloadError               one result file could not be downloaded
-    ├── TaskDownloadError           one or more files of a task failed (carries each DownloadError)
-    ├── JobFailedError              a generation job ended Failed or Canceled
-    └── WaitTimeoutError            waiting for a generation took longer than allowed
+```text
+RodinError
+├── ConfigurationError          bad client set-up (no API key, bad options); also ValueError
+├── ClientClosedError           the client is closed (or was never opened with async with)
+├── InvalidTaskError            a blank or malformed task uuid; also ValueError
+├── ValidationError             generation arguments the API would refuse; also ValueError
+├── DestinationError            the destination folder can't be used or written
+├── APIError                    the API answered, but not with what we asked for
+│   ├── AuthenticationError     401/403: the key is missing, wrong or inactive
+│   ├── RateLimitError          429: slow down (carries ``retry_after``)
+│   └── ResponseFormatError     the body isn't the JSON shape the docs describe
+├── TransportError              the request never got a complete answer
+│   └── TimeoutError            connect/read/write timed out (also the builtin TimeoutError)
+├── DownloadError               one result file could not be downloaded
+├── TaskDownloadError           one or more files of a task failed (carries each DownloadError)
+├── JobFailedError              a generation job ended Failed or Canceled
+└── WaitTimeoutError            waiting for a generation took longer than allowed
+```
 
 Lower-level exceptions (httpx, cattrs, OSError) are translated in `translate_http_errors`
 and the converter's own wrapper; they stay reachable as ``__cause__``.

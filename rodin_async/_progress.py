@@ -11,16 +11,18 @@ Pass ``on_progress=callback`` to `AsyncRodin.download`, `AsyncRodin.download_man
 - `FileFailed`: a file could not be downloaded (``error``); its task will report it.
 - `TaskFinished`: a task is done; ``result`` is its `TaskDownload`.
 
-Tell them apart with ``match`` (a type checker then sees which kinds you handle)::
+Tell them apart with ``match`` (a type checker then sees which kinds you handle):
 
-    def on_progress(event: rodin_async.ProgressEvent) -> None:
-        match event:
-            case rodin_async.FileFinished(name=name, size=size):
-                print(f"{name}: {size} bytes")
-            case rodin_async.TaskFinished(result=result) if result.error:
-                print(f"{result.task_uuid} failed: {result.error}")
-            case _:
-                pass
+```python
+def on_progress(event: rodin_async.ProgressEvent) -> None:
+    match event:
+        case rodin_async.FileFinished(name=name, size=size):
+            print(f"{name}: {size} bytes")
+        case rodin_async.TaskFinished(result=result) if result.error:
+            print(f"{result.task_uuid} failed: {result.error}")
+        case _:
+            pass
+```
 
 Callbacks are plain functions called in the event loop, once per chunk at most, so they
 must be quick and must not block. File events carry ``path``, the file's final path,
@@ -44,7 +46,13 @@ from ._models import TaskDownload
 
 @attrs.frozen
 class TaskStarted:
-    """A task was listed and its files are about to download."""
+    """A task was listed and its files are about to download.
+
+    Attributes:
+        task_uuid: The task.
+        files: How many result files it lists.
+        total_bytes: Their total size, when known (a listing doesn't say: None today).
+    """
 
     task_uuid: str
     files: int
@@ -53,7 +61,16 @@ class TaskStarted:
 
 @attrs.frozen
 class FileStarted:
-    """An attempt at a file began; ``offset`` bytes are already on disk (a resume)."""
+    """An attempt at a file began; ``offset`` bytes are already on disk (a resume).
+
+    Attributes:
+        task_uuid: The file's task.
+        name: The file's name as the API listed it.
+        path: Where the file will be when complete.
+        total: The file's full size, when the server said.
+        offset: Bytes already on disk from an earlier attempt; 0 for a fresh start.
+        attempt: 1 for the first attempt, 2 for the first retry, and so on.
+    """
 
     task_uuid: str
     name: str
@@ -65,7 +82,15 @@ class FileStarted:
 
 @attrs.frozen
 class FileProgress:
-    """``advanced`` more bytes of a file reached disk (``received`` in all)."""
+    """More bytes of a file reached disk.
+
+    Attributes:
+        task_uuid: The file's task.
+        name: The file's name as the API listed it.
+        path: Where the file will be when complete.
+        advanced: Bytes written since the previous event for this file.
+        received: Bytes of the file on disk now, a resumed prefix included.
+    """
 
     task_uuid: str
     name: str
@@ -76,7 +101,15 @@ class FileProgress:
 
 @attrs.frozen
 class FileRetried:
-    """An attempt failed and the file will be tried again."""
+    """An attempt failed and the file will be tried again.
+
+    Attributes:
+        task_uuid: The file's task.
+        name: The file's name as the API listed it.
+        path: Where the file will be when complete.
+        attempt: The attempt that failed.
+        error: Why it failed.
+    """
 
     task_uuid: str
     name: str
@@ -87,7 +120,14 @@ class FileRetried:
 
 @attrs.frozen
 class FileFinished:
-    """A file is complete under its final name."""
+    """A file is complete under its final name.
+
+    Attributes:
+        task_uuid: The file's task.
+        name: The file's name as the API listed it.
+        path: Where the file is.
+        size: Its size in bytes.
+    """
 
     task_uuid: str
     name: str
@@ -97,7 +137,14 @@ class FileFinished:
 
 @attrs.frozen
 class FileFailed:
-    """A file could not be downloaded; the task will report it."""
+    """A file could not be downloaded; the task will report it.
+
+    Attributes:
+        task_uuid: The file's task.
+        name: The file's name as the API listed it.
+        path: Where the file would have been.
+        error: Why it failed, after every retry.
+    """
 
     task_uuid: str
     name: str
@@ -107,7 +154,11 @@ class FileFailed:
 
 @attrs.frozen
 class TaskFinished:
-    """A task is done, successfully or not (``result.error``)."""
+    """A task is done, successfully or not (``result.error``).
+
+    Attributes:
+        result: The task's outcome, as `download_many` yields it.
+    """
 
     result: TaskDownload
 
@@ -126,6 +177,7 @@ ProgressEvent = Union[  # noqa: UP007
 with contextlib.suppress(AttributeError, TypeError):  # Python 3.14 unions take no docstring
     ProgressEvent.__doc__ = __doc__
 ProgressCallback = Callable[[ProgressEvent], None]
+"""The type of ``on_progress``: a plain function called with each `ProgressEvent`."""
 
 
 def ignore(event: ProgressEvent) -> None:

@@ -6,7 +6,6 @@ import inspect
 import pickle
 import pydoc
 import sys
-import textwrap
 import traceback
 import types
 import typing
@@ -213,7 +212,7 @@ def test_help_on_progress_event_explains_it() -> None:
 def test_progress_event_example_runs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """The match example in ProgressEvent's docstring runs and tells the events apart."""
     doc = inspect.cleandoc(rodin_async.ProgressEvent.__doc__ or "")
-    example = textwrap.dedent(doc.split("::\n", 1)[1].split("\n\n", 1)[0])
+    example = doc.split("```python\n", 1)[1].split("```", 1)[0]
     namespace: dict[str, object] = {"rodin_async": rodin_async}
     exec(example, namespace)  # noqa: S102  (our own docstring)
     on_progress = typing.cast(typing.Callable[[object], None], namespace["on_progress"])

@@ -26,10 +26,12 @@ class Fault:
 
     Build faults with the constructors below (not ``Fault()``) and queue them on a
     result file with `FakeRodin.add_faults`, or on the API with
-    `FakeRodin.add_api_faults`::
+    `FakeRodin.add_api_faults`:
 
-        server.add_faults(task, "base.glb", Fault.truncate(at=1000), Fault.status(503))
-        server.add_api_faults(Fault.status(429, retry_after=1), endpoint="status")
+    ```python
+    server.add_faults(task, "base.glb", Fault.truncate(at=1000), Fault.status(503))
+    server.add_api_faults(Fault.status(429, retry_after=1), endpoint="status")
+    ```
 
     Each request takes the next fault of its queue; when the queue is empty, requests
     are answered normally. So the two faults above make the first two GETs of
