@@ -662,7 +662,11 @@ def _error_for_status(response: httpx.Response, headers: dict[str, str]) -> APIE
 
 def _kept_headers(response: httpx.Response) -> dict[str, str]:
     """The answer's headers an error may keep: none that echoes the key we sent."""
-    _, _, key = response.request.headers.get("authorization", "").partition(" ")
+    try:
+        sent = response.request.headers.get("authorization", "")
+    except RuntimeError:  # a response built without its request: nothing was sent
+        sent = ""
+    key = sent.partition(" ")[2]
     return {k: v for k, v in response.headers.items() if not (key and key in v)}
 
 
