@@ -33,7 +33,7 @@ from rodin_async import (
 )
 from rodin_async.testing import FakeRodin, Fault
 
-from .helpers import CountingTransport, assert_complete, final_files
+from .helpers import CountingTransport, assert_complete, final_files, plant_part
 
 pytestmark = pytest.mark.anyio
 MIB = 1 << 20
@@ -155,10 +155,8 @@ async def test_part_file_from_an_earlier_run_is_resumed(
 ) -> None:
     """A .part file left by a crashed run is continued, not thrown away."""
     task = server.add_task(MIX)
-    directory = tmp_path / task
-    directory.mkdir()
-    head = server.content(task, "base_basic_pbr.glb")[:123_457]
-    (directory / ".base_basic_pbr.glb.part").write_bytes(head)
+    content = server.content(task, "base_basic_pbr.glb")
+    plant_part(tmp_path / task, "base_basic_pbr.glb", content[:123_457], total=len(content))
     result = await rodin.download(task, tmp_path)
     assert_complete(server, result)
     assert [r.range for r in server.file_requests(task, "base_basic_pbr.glb")] == ["bytes=123457-"]
@@ -169,8 +167,7 @@ async def test_oversized_part_file_is_discarded(
 ) -> None:
     """A .part longer than the file (416) is not this file's: start over."""
     task = server.add_task({"small.json": 1000})
-    (tmp_path / task).mkdir()
-    (tmp_path / task / ".small.json.part").write_bytes(b"x" * 5000)
+    plant_part(tmp_path / task, "small.json", b"x" * 5000)
     assert_complete(server, await rodin.download(task, tmp_path))
 
 
@@ -181,7 +178,6 @@ async def test_oversized_part_file_is_discarded(
         Fault.status(429, retry_after="Wed, 21 Oct 2015 07:28:00 GMT"),
         Fault.status(500),
         Fault.status(408),
-        Fault.content_length(+10),
     ],
 )
 async def test_transient_failures_are_retried(
@@ -192,6 +188,20 @@ async def test_transient_failures_are_retried(
     server.add_faults(task, "base.fbx", fault)
     assert_complete(server, await rodin.download(task, tmp_path))
     assert len(server.file_requests(task, "base.fbx")) == 2
+
+
+async def test_a_length_that_changes_between_answers_starts_over(
+    server: FakeRodin, rodin: AsyncRodin, tmp_path: Path
+) -> None:
+    """A body shorter than announced is resumed; a 416 giving another length restarts it."""
+    task = server.add_task(MIX)
+    server.add_faults(task, "base.fbx", Fault.content_length(+10))
+    assert_complete(server, await rodin.download(task, tmp_path))
+    size = server.size(task, "base.fbx")
+    requests = server.file_requests(task, "base.fbx")
+    assert [(r.range, r.status) for r in requests] == [
+        (None, 200), (f"bytes={size}-", 416), (None, 200)
+    ]
 
 
 async def test_stalled_transfer_times_out_and_retries(server: FakeRodin, tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ async def _download(
                 job.uuids,
                 job.dest,
                 overwrite=job.overwrite,
-                verify=job.verify,
+                check=job.verify,
                 on_progress=tally.on_event,
             )
             async with contextlib.aclosing(results):

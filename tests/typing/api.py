@@ -44,7 +44,7 @@ async def use_the_workflow() -> None:
         request = rodin_async.GenerationRequest(images=[b"png"], material="PBR")
         result = await rodin.run(request, "out", on_progress=lambda e: None)
         skipped: bool = result.skipped
-        again = await rodin.download(job, "out", verify="sha256", overwrite=False)
+        again = await rodin.download(job, "out", check="sha256", overwrite=False)
         texture = await rodin.generate_texture(b"png", "model.glb", resolution="High")
     del credits, done, skipped, again, texture
 
