@@ -13,7 +13,10 @@ while doing nothing for us. `FileHosts.get` follows redirects itself, bounded, w
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import os
+import re
 import ssl
 import typing
 
@@ -28,6 +31,35 @@ ProxyTypes = str | httpx.URL | httpx.Proxy
 
 MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# httpcore's DEBUG trace prints response headers, so a Location with the next presigned
+# URL; hpack (HTTP/2) prints decoded headers too.
+_TRACING_LOGGERS = (
+    "httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy",
+    "httpcore.socks", "hpack.hpack", "hpack.table",
+)  # fmt: skip
+_QUERY = re.compile(r"\?[^\s'\"<>)\]]*")
+_fetching_file = contextvars.ContextVar("rodin_async_fetching_file", default=False)
+
+
+class _RedactQueries(logging.Filter):
+    """Cut query strings out of the records httpcore writes while we fetch a file.
+
+    Other code's requests in the same process are left alone: only records made inside
+    `FileHosts` (a context variable says so) are changed.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _fetching_file.get():
+            record.msg = _QUERY.sub("?[redacted]", record.getMessage())
+            record.args = None
+        return True
+
+
+def _install_redaction() -> None:
+    for name in _TRACING_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactQueries) for f in logger.filters):
+            logger.addFilter(_RedactQueries())
 
 
 def ssl_context(verify: VerifyTypes, *, trust_env: bool) -> ssl.SSLContext:
@@ -158,6 +190,7 @@ class FileHosts:
         )
         self._timeout = timeout.as_dict()
         self._user_agent = user_agent
+        _install_redaction()
 
     async def get(self, url: httpx.URL, headers: dict[str, str]) -> httpx.Response:
         """Send a streaming GET for *url*, following up to `MAX_REDIRECTS` redirects.
@@ -183,11 +216,14 @@ class FileHosts:
             headers={"User-Agent": self._user_agent, **headers},
             extensions={"timeout": self._timeout},
         )
+        token = _fetching_file.set(True)
         try:
             response = await self._client.transport_for(url).handle_async_request(request)
         except httpx.RequestError as exc:
             exc.request = request  # as httpx's client does: errors can name the host
             raise
+        finally:
+            _fetching_file.reset(token)
         response.request = request  # also makes errors while streaming carry it
         return response
 
