@@ -717,7 +717,7 @@ def _error_for_status(response: httpx.Response, headers: dict[str, str]) -> APIE
     retry_after = parse_retry_after(response.headers.get("retry-after"))
     if status in (401, 403):
         return AuthenticationError(
-            f"{message or 'the API key was rejected'}; check RODIN_API_KEY",
+            f"{(message or 'the API key was rejected').rstrip('.')}; check RODIN_API_KEY",
             code=code,
             status_code=status,
             headers=headers,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,13 @@ def test_workflow_example_runs(tmp_path: Path) -> None:
         "base_basic_pbr.glb",
         "preview.webp",
     ]
+
+
+def test_readme_runs_scripts_with_the_venv_python() -> None:
+    """The README's script commands name .venv/bin/python: a bare python lacks the package."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert ".venv/bin/python examples/workflow.py" in readme
+    assert not re.search(r"(?<![./\w])python3? [\w./-]+\.py", readme)
 
 
 def readme_block(heading: str) -> str:
