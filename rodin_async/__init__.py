@@ -30,7 +30,19 @@ from ._errors import (
     ValidationError,
     WaitTimeoutError,
 )
-from ._generation import GenerationRequest, TextureRequest
+from ._generation import (
+    ConditionMode,
+    GenerationRequest,
+    GeometryFormat,
+    GeometryInstructMode,
+    Material,
+    MeshMode,
+    Quality,
+    TextureMaterial,
+    TextureRequest,
+    TextureResolution,
+    Tier,
+)
 from ._manifest import FileCheck
 from ._models import (
     DownloadedFile,
@@ -52,6 +64,7 @@ from ._progress import (
     TaskFinished,
     TaskStarted,
 )
+from ._public import publish
 from ._retry import RetryPolicy
 
 __all__ = [
@@ -60,6 +73,7 @@ __all__ = [
     "AuthenticationError",
     "CertificateError",
     "ClientClosedError",
+    "ConditionMode",
     "ConfigurationError",
     "ConnectError",
     "DestinationError",
@@ -73,12 +87,17 @@ __all__ = [
     "FileStarted",
     "GenerationJob",
     "GenerationRequest",
+    "GeometryFormat",
+    "GeometryInstructMode",
     "InvalidTaskError",
     "Job",
     "JobFailedError",
     "JobStatus",
+    "Material",
+    "MeshMode",
     "ProgressCallback",
     "ProgressEvent",
+    "Quality",
     "RateLimitError",
     "ResponseFormatError",
     "ResultFile",
@@ -89,12 +108,18 @@ __all__ = [
     "TaskFinished",
     "TaskStarted",
     "TaskStatus",
+    "TextureMaterial",
     "TextureRequest",
+    "TextureResolution",
+    "Tier",
     "TimeoutError",
     "TransportError",
     "ValidationError",
     "WaitTimeoutError",
 ]
+
+publish(__name__, globals(), __all__)
+del publish
 
 
 def __getattr__(name: str) -> str:

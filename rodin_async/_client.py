@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import json
+import logging
 import os
+import sys
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -80,6 +82,12 @@ from ._progress import (
 )
 from ._retry import RetryPolicy, parse_retry_after, safe_to_resend
 
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:
+    from typing_extensions import Self
+
+logger = logging.getLogger("rodin_async")
 DEFAULT_BASE_URL = "https://hyperhuman.deemos.com/api/v2"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _AUTH_CODES = frozenset({"UNAUTHORIZED", "INVALID_API_KEY", "FORBIDDEN"})
@@ -176,7 +184,7 @@ class AsyncRodin:
             verify=tls,
             proxy=checked_proxy,
             trust_env=trust_env,
-            transport=transport,
+            transport=_Replayable(transport) if transport else None,
             max_connections=2 * max_concurrency,
             user_agent=_user_agent(),
         )
@@ -203,7 +211,8 @@ class AsyncRodin:
         """How many files may transfer at once across the whole client."""
         return self._max_concurrency
 
-    async def __aenter__(self) -> AsyncRodin:
+    async def __aenter__(self) -> Self:
+        """Open the client for `download_many`; a subclass gets itself back, typed so."""
         self._ensure_open()
         if self._exit_stack is not None:
             raise ClientClosedError("this AsyncRodin is already open; enter it only once")
@@ -370,15 +379,33 @@ class AsyncRodin:
         Throttled polls back off (429, honouring Retry-After). Cancel the calling task
         to stop waiting early.
 
+        A status this version of rodin-async doesn't know (``JobStatus.UNKNOWN``, such as
+        ``"Paused"``) neither ends nor fails the wait, since the job may still finish:
+        without a *timeout*, waiting goes on as long as the API reports it. Each new
+        unknown status is logged once as a warning on the ``rodin_async`` logger. To stop
+        on one, raise from *on_status*: its exception comes out of `wait` as it is.
+
+        Args:
+            job: A `GenerationJob`, or its ``subscription_key``.
+            poll_interval: Seconds between polls.
+            timeout: Seconds to wait in all; None waits as long as it takes.
+            on_status: Called with every status polled, before it is acted on.
+
+        Returns:
+            The status in which every job is Done.
+
         Raises:
             JobFailedError: A job ended Failed or Canceled (the error names it).
             WaitTimeoutError: Not done within *timeout* seconds.
+            ConfigurationError: *poll_interval* is not positive.
         """
         if not poll_interval > 0:
             raise ConfigurationError(f"poll_interval must be positive, got {poll_interval!r}")
+        unknown: set[tuple[str, str]] = set()
         with anyio.move_on_after(timeout):
             while True:
                 status = await self.status(job)
+                _log_unknown(status, unknown)
                 if on_status is not None:
                     on_status(status)
                 _raise_for_failed(status)
@@ -402,8 +429,29 @@ class AsyncRodin:
     ) -> TaskDownload:
         """Generate, wait for the result, and download it: the whole workflow in one call.
 
+        The destination is checked first, so a generation is never paid for when its
+        result could not be written. The other arguments are those of `submit`, `wait`
+        and `download`.
+
+        Args:
+            request: The generation to submit.
+            dest: The folder the result goes into, as ``dest/<task_uuid>/``.
+            poll_interval: Seconds between status polls.
+            timeout: Seconds to wait for the generation; None waits as long as it takes.
+            on_status: Called with every status polled (see `wait`).
+            on_progress: Receives the download's progress events.
+            retry_submit: Retry the submit on any transient failure (see `generate`).
+
+        Returns:
+            The downloaded task.
+
         Raises:
-            Whatever `submit`, `wait` and `download` raise.
+            DestinationError: *dest* is not a writable directory (before submitting).
+            ValidationError: The request's files can't be read.
+            APIError: The API refused the submission, a poll or the listing.
+            JobFailedError: A job ended Failed or Canceled.
+            WaitTimeoutError: Not done within *timeout* seconds.
+            TaskDownloadError: Some result files failed to download.
         """
         directory = await prepare_destination(dest)  # fail before paying for a generation
         job = await self.submit(request, retry_submit=retry_submit)
@@ -624,6 +672,19 @@ def _subscription_key(job: GenerationJob | str) -> str:
     return key.strip()
 
 
+def _log_unknown(status: TaskStatus, seen: set[tuple[str, str]]) -> None:
+    """Warn once per job and status about statuses `wait` can't act on."""
+    for job in status.jobs:
+        if job.status is JobStatus.UNKNOWN and (job.uuid, job.raw_status) not in seen:
+            seen.add((job.uuid, job.raw_status))
+            logger.warning(
+                "job %s is %r, a status rodin-async does not know; still waiting for Done "
+                "(pass timeout= to wait(), or raise from on_status to stop)",
+                job.uuid,
+                job.raw_status,
+            )
+
+
 def _raise_for_failed(status: TaskStatus) -> None:
     for job in status.jobs:
         if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
@@ -632,22 +693,25 @@ def _raise_for_failed(status: TaskStatus) -> None:
 
 def _decode(response: httpx.Response, cls: type[E]) -> E:
     """Turn an API answer into *cls*, or raise the matching `APIError`."""
-    status = response.status_code
+    status, headers = response.status_code, _kept_headers(response)
     if not response.is_success:
-        raise _error_for_status(response)
-    raw = parse_json(response.content, status_code=status)
+        raise _error_for_status(response, headers)
+    raw = parse_json(response.content, status_code=status, headers=headers)
     # The envelope first: an error answer lacks the fields a success must have.
-    envelope = structure(raw, Envelope, status_code=status)
+    envelope = structure(raw, Envelope, status_code=status, headers=headers)
     if envelope.failed:
         code = envelope.error or ""
         error_cls = AuthenticationError if code in _AUTH_CODES else APIError
         raise error_cls(
-            envelope.message or "the API refused the request", code=code, status_code=status
+            envelope.message or "the API refused the request",
+            code=code,
+            status_code=status,
+            headers=headers,
         )
-    return structure(raw, cls, status_code=status)
+    return structure(raw, cls, status_code=status, headers=headers)
 
 
-def _error_for_status(response: httpx.Response) -> APIError:
+def _error_for_status(response: httpx.Response, headers: dict[str, str]) -> APIError:
     status = response.status_code
     code, message = _error_details(response)
     retry_after = parse_retry_after(response.headers.get("retry-after"))
@@ -656,6 +720,7 @@ def _error_for_status(response: httpx.Response) -> APIError:
             f"{(message or 'the API key was rejected').rstrip('.')}; check RODIN_API_KEY",
             code=code,
             status_code=status,
+            headers=headers,
         )
     error_cls = RateLimitError if status == 429 else APIError
     return error_cls(
@@ -663,7 +728,18 @@ def _error_for_status(response: httpx.Response) -> APIError:
         code=code,
         status_code=status,
         retry_after=retry_after,
+        headers=headers,
     )
+
+
+def _kept_headers(response: httpx.Response) -> dict[str, str]:
+    """The answer's headers an error may keep: none that echoes the key we sent."""
+    try:
+        sent = response.request.headers.get("authorization", "")
+    except RuntimeError:  # a response built without its request: nothing was sent
+        sent = ""
+    key = sent.partition(" ")[2]
+    return {k: v for k, v in response.headers.items() if not (key and key in v)}
 
 
 def _error_details(response: httpx.Response) -> tuple[str | None, str | None]:
@@ -709,6 +785,33 @@ def _check_positive(**values: object) -> None:
     for name, value in values.items():  # typed object: callers may not run a type checker
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigurationError(f"{name} must be a whole number of at least 1, got {value!r}")
+
+
+class _Replayable(httpx.AsyncBaseTransport):
+    """Hand on answers a transport built already read (``httpx.MockTransport``'s) as streams.
+
+    ``httpx.Response(content=...)`` reads its body at once, and httpx then refuses the
+    raw stream the downloader reads (``StreamConsumed``). Such a body is in memory, so
+    it is handed on as a fresh stream; real transports' answers pass untouched.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if not (response.is_stream_consumed and isinstance(response.stream, httpx.ByteStream)):
+            return response
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=response.stream,  # the raw bytes, still encoded as the headers say
+            extensions=response.extensions,
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def _user_agent() -> str:

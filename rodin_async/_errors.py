@@ -1,25 +1,27 @@
 """The exception tree of rodin-async.
 
-Everything the public API raises derives from `RodinError`::
+Everything the public API raises derives from `RodinError`:
 
-    RodinError
-    ├── ConfigurationError          bad client set-up (no API key, bad options); also ValueError
-    ├── ClientClosedError           the client is closed (or was never opened with async with)
-    ├── InvalidTaskError            a blank or malformed task uuid; also ValueError
-    ├── ValidationError             generation arguments the API would refuse; also ValueError
-    ├── DestinationError            the destination folder can't be used or written
-    ├── APIError                    the API answered, but not with what we asked for
-    │   ├── AuthenticationError     401/403: the key is missing, wrong or inactive
-    │   ├── RateLimitError          429: slow down (carries ``retry_after``)
-    │   └── ResponseFormatError     the body isn't the JSON shape the docs describe
-    ├── TransportError              the request never got a complete answer
-    │   ├── ConnectError            the host could not be reached (refused, DNS, TLS)
-    │   │   └── CertificateError    its TLS certificate could not be verified (never retried)
-    │   └── TimeoutError            connect/read/write timed out (also the builtin TimeoutError)
-    ├── DownloadError               one result file could not be downloaded
-    ├── TaskDownloadError           one or more files of a task failed (carries each DownloadError)
-    ├── JobFailedError              a generation job ended Failed or Canceled
-    └── WaitTimeoutError            waiting for a generation took longer than allowed
+```text
+RodinError
+├── ConfigurationError          bad client set-up (no API key, bad options); also ValueError
+├── ClientClosedError           the client is closed (or was never opened with async with)
+├── InvalidTaskError            a blank or malformed task uuid; also ValueError
+├── ValidationError             generation arguments the API would refuse; also ValueError
+├── DestinationError            the destination folder can't be used or written
+├── APIError                    the API answered, but not with what we asked for
+│   ├── AuthenticationError     401/403: the key is missing, wrong or inactive
+│   ├── RateLimitError          429: slow down (carries ``retry_after``)
+│   └── ResponseFormatError     the body isn't the JSON shape the docs describe
+├── TransportError              the request never got a complete answer
+│   ├── ConnectError            the host could not be reached (refused, DNS, TLS)
+│   │   └── CertificateError    its TLS certificate could not be verified (never retried)
+│   └── TimeoutError            connect/read/write timed out (also the builtin TimeoutError)
+├── DownloadError               one result file could not be downloaded
+├── TaskDownloadError           one or more files of a task failed (carries each DownloadError)
+├── JobFailedError              a generation job ended Failed or Canceled
+└── WaitTimeoutError            waiting for a generation took longer than allowed
+```
 
 Lower-level exceptions (httpx, cattrs, OSError) are translated in `translate_http_errors`
 and the converter's own wrapper; they stay reachable as ``__cause__``.
@@ -31,7 +33,7 @@ import builtins
 import contextlib
 import re
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TypeVar
 
 import httpx
@@ -83,14 +85,53 @@ class DestinationError(RodinError):
     """The destination folder is not a directory or cannot be written."""
 
 
+# Where a request id may be: the common convention first, then AWS and Cloudflare.
+_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "x-amz-request-id",
+                       "cf-ray")  # fmt: skip
+# Credentials never kept on an exception, even if a server or proxy echoes them back.
+_PRIVATE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+
+
+class _Headers(Mapping[str, str]):
+    """A read-only, case-insensitive copy of an answer's headers (repeats joined by ", ")."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        items: dict[str, str] = {}
+        for name, value in headers.items():
+            key = name.lower()
+            if key not in _PRIVATE_HEADERS:
+                items[key] = f"{items[key]}, {value}" if key in items else value
+        self._items = items
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
 class APIError(RodinError):
     """The Rodin API refused the request or answered with an error.
+
+    Like httpx's ``HTTPStatusError`` and openai-python's ``APIStatusError``, it keeps
+    what the answer said, but not the ``httpx.Response`` itself: the response holds
+    the request, whose headers carry your API key, and it can't be pickled.
 
     Attributes:
         code: The API's ``error`` string (e.g. ``"NO_ACTIVE_SUBSCRIPTION"``), if any.
         status_code: The HTTP status of the answer.
         message: The API's human-readable ``message``, if any.
         retry_after: Seconds the server asked us to wait before trying again, if it said.
+        headers: The answer's headers: a read-only, case-insensitive mapping, without
+            ``Authorization``, ``Cookie`` or ``Set-Cookie``. Empty if there was no answer.
     """
 
     def __init__(
@@ -100,18 +141,26 @@ class APIError(RodinError):
         code: str | None = None,
         status_code: int | None = None,
         retry_after: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.code = code
         self.status_code = status_code
         self.message = message
         self.retry_after = retry_after
+        self.headers: Mapping[str, str] = _Headers(headers or {})
         super().__init__(_describe(message, code, status_code))
+
+    @property
+    def request_id(self) -> str | None:
+        """The id the server gave this answer (``X-Request-Id`` and the like), for support."""
+        return next((self.headers[h] for h in _REQUEST_ID_HEADERS if h in self.headers), None)
 
     def __reduce__(self) -> tuple[object, ...]:
         return (
             _rebuild_api_error,
-            (type(self), self.message, self.code, self.status_code, self.retry_after),
-        )
+            (type(self), self.message, self.code, self.status_code, self.retry_after,
+             dict(self.headers)),
+        )  # fmt: skip
 
 
 def _rebuild_api_error(
@@ -120,8 +169,11 @@ def _rebuild_api_error(
     code: str | None,
     status_code: int | None,
     retry_after: float | None,
+    headers: Mapping[str, str] | None = None,
 ) -> APIError:
-    return cls(message, code=code, status_code=status_code, retry_after=retry_after)
+    return cls(
+        message, code=code, status_code=status_code, retry_after=retry_after, headers=headers
+    )
 
 
 def _describe(message: str, code: str | None, status_code: int | None) -> str:
@@ -244,6 +296,15 @@ class JobFailedError(RodinError):
 
 class WaitTimeoutError(RodinError, builtins.TimeoutError):
     """The jobs were not done within the time `AsyncRodin.wait` was given."""
+
+
+def error_key(error: BaseException | None) -> object:
+    """What an error compares and hashes by inside a result: its type and ``args``.
+
+    Exceptions compare by identity, so a result holding one would never equal its own
+    pickled copy. Every rodin-async error keeps its whole message in ``args``.
+    """
+    return None if error is None else (type(error), error.args)
 
 
 def redact_url(url: str | httpx.URL) -> str:

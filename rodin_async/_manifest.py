@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import typing
+from collections.abc import Sequence
 from typing import Literal
 
 import attrs
@@ -47,7 +48,7 @@ class Entry:
     sha256: str
 
 
-def write_manifest(folder: TaskFolder, task_uuid: str, files: list[DownloadedFile]) -> None:
+def write_manifest(folder: TaskFolder, task_uuid: str, files: Sequence[DownloadedFile]) -> None:
     """Record *files* as the complete result of *task_uuid* (atomically; blocking)."""
     entries = [
         {"name": f.name, "file": f.path.name, "size": f.size, "sha256": f.sha256} for f in files

@@ -43,7 +43,7 @@ class RetryPolicy:
     *wait_jitter* seconds of random jitter. A ``Retry-After`` header from the server
     replaces the computed wait, capped at *max_retry_after*.
 
-    Args:
+    Attributes:
         attempts: Tries per API call or file, including the first one.
         wait_initial: First backoff, in seconds.
         wait_max: Longest computed backoff, in seconds.

@@ -16,6 +16,7 @@ import contextlib
 import ipaddress
 import os
 import socket
+import sys
 import threading
 import uuid as uuid_module
 from collections.abc import Iterable, Mapping
@@ -31,6 +32,11 @@ from ._content import FileSource
 from ._faults import Fault
 from ._state import Endpoint, GenerationSettings, Origin, RecordedRequest, ServerState, Submission
 from ._wire import Hub
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:
+    from typing_extensions import Self
 
 _LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 # Bounded waits: a fake that cannot start or stop should fail the test, not hang it.
@@ -133,7 +139,7 @@ class FakeRodin:
         if runner is not None:
             runner.stop()
 
-    def __enter__(self) -> FakeRodin:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -145,7 +151,7 @@ class FakeRodin:
     ) -> None:
         self.stop()
 
-    async def __aenter__(self) -> FakeRodin:
+    async def __aenter__(self) -> Self:
         await anyio.to_thread.run_sync(self.start)
         return self
 

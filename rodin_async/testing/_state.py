@@ -32,8 +32,17 @@ Slot = tuple[int, int]  # (log epoch, index): where a logged request sits in the
 class RecordedRequest:
     """One request either fake server received, as a test sees it afterwards.
 
-    `status` is the status line the server sent; 0 while the request is still being
-    answered, or for good when a fault dropped the connection before any response.
+    Attributes:
+        origin: Which server received it: ``"api"`` or ``"files"``.
+        method: The HTTP method.
+        path: The URL path.
+        query: The raw query string (file URLs carry their signature here).
+        headers: The request headers, names in lower case.
+        range: The ``Range`` header, if any (``"bytes=1000-"`` on a resume).
+        task_uuid: The task the request was about, when the server could tell.
+        file_name: The result file a file-host request asked for, if any.
+        status: The status line the server sent; 0 while the request is still being
+            answered, or for good when a fault dropped the connection before any response.
     """
 
     origin: Origin
@@ -51,9 +60,12 @@ class RecordedRequest:
 class Submission:
     """One generation form the API received (after authentication), as a test sees it.
 
-    `fields` holds every text field by name, `files` every upload as (file name, size), each
-    in the order sent, unknown fields included. `task_uuid` is None when the API refused the
-    form (invalid, or not enough balance).
+    Attributes:
+        endpoint: ``"rodin"`` or ``"rodin_texture_only"``.
+        fields: Every text field by name, in the order sent, unknown fields included.
+        files: Every upload by field name, as (file name, size), in the order sent.
+        task_uuid: The task the submission created; None when the API refused the form
+            (invalid, or not enough balance).
     """
 
     endpoint: Endpoint
