@@ -421,6 +421,7 @@ async def _lock_and_keep(
     def take() -> list[DownloadedFile] | None:
         if not folder.try_lock():
             return None
+        folder.sweep_temps()  # a writer killed mid-write left them; we own the folder now
         return [] if overwrite else intact_files(folder, task_uuid, check)
 
     while (kept := await _run_shielded(take)) is None:  # noqa: ASYNC110  (another process)

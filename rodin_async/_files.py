@@ -154,6 +154,7 @@ _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a planted FIFO must not hang the open
 _CREATE_NEW = os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
 LOCK_NAME = ".rodin.lock"
+_TEMP = re.compile(r"\.[0-9a-f]{16}\.tmp")
 
 
 class TaskFolder:
@@ -222,6 +223,12 @@ class TaskFolder:
         lock, self._lock = self._lock, None
         if lock is not None:
             lock.release()
+
+    def sweep_temps(self) -> None:
+        """Remove temp files a crashed writer left (call it holding the lock)."""
+        for name in os.listdir(self.fd):
+            if _TEMP.fullmatch(name):
+                self.unlink(name)
 
     def regular_size(self, name: str) -> int | None:
         """The size of *name* if it is a plain file (not a link), else None."""

@@ -180,3 +180,13 @@ async def test_a_task_that_fails_to_list_leaves_no_folder(
         results = [r async for r in rodin.download_many(["task-a", "task-b"], tmp_path)]
     assert all(r.error is not None for r in results)
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_temp_files_of_a_killed_writer_are_swept(
+    server: FakeRodin, rodin: AsyncRodin, tmp_path: Path
+) -> None:
+    """A temp file left by a process killed mid-write is removed by the next run."""
+    task = server.add_task(FILES)
+    (tmp_path / task).mkdir()
+    (tmp_path / task / ".0123456789abcdef.tmp").write_bytes(b"half a manifest")
+    assert_complete(server, await rodin.download(task, tmp_path))

@@ -114,6 +114,8 @@ def _check_file(server: FakeRodin, task: str, path: Path) -> str:
         return "manifest"
     if path.name == LOCK:
         return "lock"
+    if re.fullmatch(r"\.[0-9a-f]{16}\.tmp", path.name):
+        return "temp"  # a manifest or meta being written when the process was killed
     if match := _META.fullmatch(path.name):
         assert (path.parent / f".{match['name']}.part").exists(), f"{path} without its part"
         return "meta"
