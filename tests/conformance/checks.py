@@ -8,12 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from rodin_async import AsyncRodin
 from rodin_async.testing import FakeRodin
 
-from .conftest import TIMEOUT
-
 MANIFEST = ".rodin-manifest.json"
+# Short enough that a failing test fails fast, long enough for a loaded 2-core machine.
+TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 
 def client(fake: FakeRodin, **options: Any) -> AsyncRodin:

@@ -12,13 +12,14 @@ import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import trustme
 
 from rodin_async.testing import FakeRodin
 
 from .servers import (
+    API_HOST,
+    API_KEY,
     Bucket,
     Caddy,
     ForwardProxy,
@@ -28,11 +29,6 @@ from .servers import (
     running,
     unique,
 )
-
-API_HOST = "127.0.0.2"
-API_KEY = "sk-conformance-8f2c61d4a9b07e35"
-# Short enough that a failing test fails fast, long enough for a loaded 2-core machine.
-TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,9 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 
 HOST = "127.0.0.1"
+# The fake Rodin API listens on another loopback address, so NO_PROXY can name it alone.
+API_HOST = "127.0.0.2"
+API_KEY = "sk-conformance-8f2c61d4a9b07e35"
 START_TIMEOUT = 20.0  # seconds a server gets to accept connections
 REPO = Path(__file__).resolve().parents[2]
 

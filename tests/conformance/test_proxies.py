@@ -15,8 +15,7 @@ import pytest
 from rodin_async.testing import FakeRodin
 
 from .checks import client
-from .conftest import API_HOST
-from .servers import Caddy, ForwardProxy
+from .servers import API_HOST, Caddy, ForwardProxy
 
 pytestmark = pytest.mark.anyio
 BODY = b"proxied model bytes " * 500

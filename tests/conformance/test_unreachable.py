@@ -11,8 +11,7 @@ import pytest
 
 import rodin_async
 
-from .conftest import API_KEY
-from .servers import script
+from .servers import API_KEY, script
 
 UUIDS = [f"task-{n:02d}" for n in range(10)]
 
