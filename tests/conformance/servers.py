@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import socketserver
 import subprocess
@@ -83,16 +84,16 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
     """Terminate *proc* and its process group, then reap it (SIGKILL after 5 s)."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 9)
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
     else:  # the leader is gone; take any children it left in its group with it
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
