@@ -13,8 +13,10 @@ from ._client import AsyncRodin
 from ._errors import (
     APIError,
     AuthenticationError,
+    CertificateError,
     ClientClosedError,
     ConfigurationError,
+    ConnectError,
     DestinationError,
     DownloadError,
     InvalidTaskError,
@@ -29,6 +31,7 @@ from ._errors import (
     WaitTimeoutError,
 )
 from ._generation import GenerationRequest, TextureRequest
+from ._manifest import FileCheck
 from ._models import (
     DownloadedFile,
     GenerationJob,
@@ -55,11 +58,14 @@ __all__ = [
     "APIError",
     "AsyncRodin",
     "AuthenticationError",
+    "CertificateError",
     "ClientClosedError",
     "ConfigurationError",
+    "ConnectError",
     "DestinationError",
     "DownloadError",
     "DownloadedFile",
+    "FileCheck",
     "FileFailed",
     "FileFinished",
     "FileProgress",

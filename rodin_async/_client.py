@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import anyio
 import attrs
 import httpx
+import sniffio
 from anyio.abc import TaskGroup
 
 from ._bulk import run_many
@@ -54,7 +55,8 @@ from ._generation import (
     TextureResolution,
     Tier,
 )
-from ._manifest import Verify
+from ._http import FileHosts, ProxyTypes, VerifyTypes, check_proxy, ssl_context
+from ._manifest import FileCheck, check_file_check
 from ._models import (
     BalanceAnswer,
     Envelope,
@@ -69,9 +71,14 @@ from ._models import (
     parse_json,
     structure,
 )
-from ._progress import ProgressCallback, TaskFinished, ignore
+from ._progress import (
+    CallbackError,
+    ProgressCallback,
+    TaskFinished,
+    callback_error,
+    checked_callback,
+)
 from ._retry import RetryPolicy, parse_retry_after, safe_to_resend
-from ._transport import FileTransport
 
 DEFAULT_BASE_URL = "https://hyperhuman.deemos.com/api/v2"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -115,11 +122,20 @@ class AsyncRodin:
         timeout: httpx timeouts; a transfer that receives nothing for the read timeout
             is a failed attempt.
         retry: When and how often to retry failed calls and transfers.
-        transport: An httpx transport for both the API and the file hosts (proxies,
-            custom TLS, or tests).
+        transport: An httpx transport for both the API and the file hosts (for tests,
+            e.g. ``httpx.MockTransport``). It replaces proxies, as in httpx.
+        proxy: A proxy for the API and the file hosts (``http://``, ``https://`` or
+            ``socks5://`` URL, or an ``httpx.Proxy``). Without it, ``HTTP_PROXY``,
+            ``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY`` apply, exactly as in httpx.
+        verify: TLS verification, as httpx's ``verify``: True (certifi's CAs, or
+            ``SSL_CERT_FILE``/``SSL_CERT_DIR``), a CA bundle path to trust instead, an
+            ``ssl.SSLContext`` (e.g. the system store plus a private CA), or False.
+        trust_env: Read proxies and ``SSL_CERT_FILE``/``SSL_CERT_DIR`` from the
+            environment.
 
     Raises:
-        ConfigurationError: No API key, a malformed base URL, or a concurrency below 1.
+        ConfigurationError: No API key, a malformed base URL or proxy, an unreadable CA
+            bundle, or a concurrency below 1.
     """
 
     def __init__(
@@ -132,6 +148,9 @@ class AsyncRodin:
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        proxy: ProxyTypes | None = None,
+        verify: VerifyTypes = True,
+        trust_env: bool = True,
     ) -> None:
         key = _resolve_key(api_key)
         self._base_url = _resolve_base_url(base_url)
@@ -139,17 +158,30 @@ class AsyncRodin:
         self._max_concurrency = max_concurrency
         self._retry = retry or RetryPolicy()
         self._api_limiter = anyio.CapacityLimiter(max_api_concurrency)
+        tls = ssl_context(verify, trust_env=trust_env)
+        checked_proxy = check_proxy(proxy)
         self._api = httpx.AsyncClient(
             base_url=self._base_url,
             auth=_BearerAuth(key, self._base_url),
             headers={"User-Agent": _user_agent()},
             timeout=timeout,
             transport=transport,
+            verify=tls,
+            proxy=checked_proxy,
+            trust_env=trust_env,
+        )
+        # No auth, ever: file URLs are presigned and live on other hosts.
+        hosts = FileHosts(
+            timeout=httpx.Timeout(timeout),
+            verify=tls,
+            proxy=checked_proxy,
+            trust_env=trust_env,
+            transport=transport,
+            max_connections=2 * max_concurrency,
+            user_agent=_user_agent(),
         )
         self._downloader = Downloader(
-            client=_files_client(timeout, transport, max_concurrency),
-            limiter=anyio.CapacityLimiter(max_concurrency),
-            retry=self._retry,
+            hosts=hosts, limiter=anyio.CapacityLimiter(max_concurrency), retry=self._retry
         )
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
@@ -205,7 +237,7 @@ class AsyncRodin:
         self._closed = True
         with anyio.CancelScope(shield=True):
             await self._api.aclose()
-            await self._downloader.client.aclose()
+            await self._downloader.hosts.aclose()
 
     async def list_files(self, task_uuid: str) -> list[ResultFile]:
         """List the result files of a finished task (``POST /download``).
@@ -384,7 +416,7 @@ class AsyncRodin:
         dest: str | os.PathLike[str],
         *,
         overwrite: bool = False,
-        verify: Verify = "size",
+        check: FileCheck = "size",
         on_progress: ProgressCallback | None = None,
     ) -> TaskDownload:
         """Download every result file of a task into ``dest/<task_uuid>/``.
@@ -392,24 +424,34 @@ class AsyncRodin:
         Files transfer in parallel (bounded by ``max_concurrency``), each written to a
         ``.part`` file and renamed when complete. Failed files are retried and resumed;
         the other files of the task always finish. *on_progress*, if given, receives
-        typed progress events (see `ProgressEvent`), at most once per chunk.
+        typed progress events (see `ProgressEvent`), at most once per chunk; it must be
+        a plain function, and an exception it raises ends the download and is raised
+        here as it is (partial files are kept for a resume).
 
         A completed task leaves a manifest in its folder; downloading it again finds
         the files still matching it (by size, or also by SHA-256 with
-        ``verify="sha256"``) and returns at once with ``skipped=True``.
-        *overwrite* downloads everything again regardless.
+        ``check="sha256"``) and returns at once with ``skipped=True``; if only some
+        still match, only the others are downloaded. *overwrite* downloads everything
+        again regardless. The task's folder is created once its files are listed, and
+        locked against other processes while its files change.
 
         Raises:
             InvalidTaskError: *task_uuid* is blank or malformed.
+            ConfigurationError: *check* is not ``"size"`` or ``"sha256"``.
+            TypeError: *on_progress* is an ``async def`` function.
             DestinationError: *dest* is not a writable directory.
             TaskDownloadError: Some files failed; the exception lists each one.
             APIError: Listing the task failed (``AuthenticationError`` for a bad key).
+            ConnectError: The API could not be reached.
         """
         self._ensure_open()
         uuid = check_task_uuid(_task_uuid(task))
+        options = _DownloadOptions.of(on_progress, overwrite, check)
         directory = await prepare_destination(dest)
-        options = _DownloadOptions(on_progress or ignore, overwrite, verify)
-        result = await self._download_one(uuid, directory, options)
+        try:
+            result = await self._download_one(uuid, directory, options)
+        except CallbackError as exc:
+            raise exc.error from None
         if result.error is not None:
             raise result.error
         return result
@@ -420,7 +462,7 @@ class AsyncRodin:
         dest: str | os.PathLike[str],
         *,
         overwrite: bool = False,
-        verify: Verify = "size",
+        check: FileCheck = "size",
         on_progress: ProgressCallback | None = None,
     ) -> AsyncGenerator[TaskDownload, None]:
         """Download many tasks, yielding each `TaskDownload` as soon as it finishes.
@@ -429,11 +471,15 @@ class AsyncRodin:
         pipeline can feed uuids while results stream out. A failed task yields a result
         with ``error`` set; it never stops the others. Leaving the loop early cancels
         the outstanding work (use ``contextlib.aclosing`` to have that happen at once).
-        *overwrite*, *verify* and *on_progress* work as in `download`; tasks finished by
-        an earlier run are yielded at once with ``skipped=True``.
+        *overwrite*, *check* and *on_progress* work as in `download`; tasks finished by
+        an earlier run are yielded at once with ``skipped=True``. A task whose listing
+        failed because the API can't be reached yields a `ConnectError`: the next ones
+        would fail the same way, so a caller may want to stop there.
 
         Raises:
             ClientClosedError: The client is closed or was not opened with ``async with``.
+            ConfigurationError: *check* is not ``"size"`` or ``"sha256"``.
+            TypeError: *on_progress* is an ``async def`` function.
             InvalidTaskError: A collection of uuids holds a blank one (checked up front).
             DestinationError: *dest* is not a writable directory (on first iteration).
         """
@@ -447,10 +493,10 @@ class AsyncRodin:
                 "download_many takes an iterable of task uuids, not one string; "
                 "use download() for a single task"
             )
+        options = _DownloadOptions.of(on_progress, overwrite, check)
         if isinstance(task_uuids, Collection):
             for uuid in task_uuids:  # a list can be checked before any work starts
                 check_task_uuid(_task_uuid(uuid))
-        options = _DownloadOptions(on_progress or ignore, overwrite, verify)
         return self._iterate_many(self._task_group, task_uuids, dest, options)
 
     async def _iterate_many(
@@ -473,9 +519,14 @@ class AsyncRodin:
 
         # Twice the transfer slots: listing the next tasks overlaps the current transfers.
         results = run_many(host, task_uuids, run_one, max_tasks=2 * self._max_concurrency)
-        async with contextlib.aclosing(results):
-            async for result in results:
-                yield result
+        try:
+            async with contextlib.aclosing(results):
+                async for result in results:
+                    yield result
+        except Exception as exc:
+            if (error := callback_error(exc)) is not None:
+                raise error from None
+            raise
 
     async def _download_one(
         self, uuid: str, directory: Path, options: _DownloadOptions
@@ -487,7 +538,7 @@ class AsyncRodin:
                 self.list_files,
                 options.emit,
                 overwrite=options.overwrite,
-                verify=options.verify,
+                check=options.check,
             )
 
     @contextlib.asynccontextmanager
@@ -532,13 +583,34 @@ class AsyncRodin:
     def _ensure_open(self) -> None:
         if self._closed:
             raise ClientClosedError("this AsyncRodin has been closed; create a new one")
+        _require_asyncio()
 
 
 @attrs.frozen
 class _DownloadOptions:
     emit: ProgressCallback
     overwrite: bool
-    verify: Verify
+    check: FileCheck
+
+    @classmethod
+    def of(
+        cls, on_progress: ProgressCallback | None, overwrite: bool, check: object
+    ) -> _DownloadOptions:
+        """Check a download's options before any work starts."""
+        return cls(checked_callback(on_progress), overwrite, check_file_check(check))
+
+
+def _require_asyncio() -> None:
+    """Refuse other event loops up front, rather than fail deep inside a download."""
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return  # called outside any event loop: nothing runs yet
+    if library != "asyncio":
+        raise ConfigurationError(
+            f"rodin-async runs on asyncio (file writes go through aiofiles, which needs "
+            f"asyncio's loop), not on {library}; use anyio.run(main) or asyncio.run(main)"
+        )
 
 
 def _task_uuid(task: object) -> object:
@@ -581,7 +653,7 @@ def _error_for_status(response: httpx.Response) -> APIError:
     retry_after = parse_retry_after(response.headers.get("retry-after"))
     if status in (401, 403):
         return AuthenticationError(
-            f"{message or 'the API key was rejected'}; check RODIN_API_KEY",
+            f"{(message or 'the API key was rejected').rstrip('.')}; check RODIN_API_KEY",
             code=code,
             status_code=status,
         )
@@ -637,21 +709,6 @@ def _check_positive(**values: object) -> None:
     for name, value in values.items():  # typed object: callers may not run a type checker
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigurationError(f"{name} must be a whole number of at least 1, got {value!r}")
-
-
-def _files_client(
-    timeout: httpx.Timeout | float, transport: httpx.AsyncBaseTransport | None, slots: int
-) -> httpx.AsyncClient:
-    # No auth, ever: file URLs are presigned and live on other hosts. Redirects are
-    # followed, and there is no key that a redirect could carry away.
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=2 * slots)
-    return httpx.AsyncClient(
-        timeout=timeout,
-        follow_redirects=True,
-        limits=limits,
-        headers={"User-Agent": _user_agent()},
-        transport=transport or FileTransport(limits),
-    )
 
 
 def _user_agent() -> str:

@@ -13,6 +13,8 @@ Everything the public API raises derives from `RodinError`::
     │   ├── RateLimitError          429: slow down (carries ``retry_after``)
     │   └── ResponseFormatError     the body isn't the JSON shape the docs describe
     ├── TransportError              the request never got a complete answer
+    │   ├── ConnectError            the host could not be reached (refused, DNS, TLS)
+    │   │   └── CertificateError    its TLS certificate could not be verified (never retried)
     │   └── TimeoutError            connect/read/write timed out (also the builtin TimeoutError)
     ├── DownloadError               one result file could not be downloaded
     ├── TaskDownloadError           one or more files of a task failed (carries each DownloadError)
@@ -27,15 +29,20 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import re
+import ssl
 from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 import httpx
 
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "CertificateError",
     "ClientClosedError",
     "ConfigurationError",
+    "ConnectError",
     "DestinationError",
     "DownloadError",
     "InvalidTaskError",
@@ -138,6 +145,21 @@ class TransportError(RodinError):
     """The connection failed before a complete answer arrived."""
 
 
+class ConnectError(TransportError):
+    """The host could not be reached: connection refused, unknown name, no route, or TLS.
+
+    The message names the origin (``scheme://host:port``), never a path or query.
+    """
+
+
+class CertificateError(ConnectError):
+    """The host's TLS certificate could not be verified. Retrying would not help.
+
+    Trust a private CA with ``AsyncRodin(verify=...)`` (a CA bundle path or an
+    ``ssl.SSLContext``), the CLI's ``--ca-bundle``, or ``SSL_CERT_FILE``.
+    """
+
+
 class TimeoutError(TransportError, builtins.TimeoutError):
     """Connecting, reading or writing took longer than the configured timeout."""
 
@@ -225,9 +247,23 @@ class WaitTimeoutError(RodinError, builtins.TimeoutError):
 
 
 def redact_url(url: str | httpx.URL) -> str:
-    """Return *url* without query, fragment or user info, fit for messages and logs."""
-    u = httpx.URL(url)
-    return str(u.copy_with(query=None, fragment=None, username=None, password=None))
+    """Return *url* without query, fragment or user info, fit for messages and logs.
+
+    Total: a value that isn't a valid URL is cut at its first ``?`` or ``#``, stripped
+    of anything before an ``@``, and shown with unprintable characters escaped.
+    """
+    try:
+        u = httpx.URL(url)
+        return str(u.copy_with(query=None, fragment=None, username=None, password=None))
+    except (httpx.InvalidURL, ValueError, TypeError, UnicodeError):
+        text = re.split(r"[?#]", str(url), maxsplit=1)[0]
+        scheme, sep, rest = text.partition("://")
+        if not sep:
+            scheme, rest = "", text
+        host_and_path = rest.split("/", 1)
+        host_and_path[0] = host_and_path[0].rpartition("@")[2]
+        cleaned = scheme + sep + "/".join(host_and_path)
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in cleaned[:500])
 
 
 @contextlib.contextmanager
@@ -241,12 +277,52 @@ def translate_http_errors(what: str) -> Iterator[None]:
         yield
     except httpx.TimeoutException as exc:
         raise TimeoutError(f"{what}: timed out ({_brief(exc)})") from exc
+    except httpx.ConnectError as exc:
+        raise _connect_error(what, exc) from exc
+    except httpx.UnsupportedProtocol as exc:  # a URL no retry will make fetchable
+        raise RodinError(f"{what}: unsupported URL scheme") from exc
     except httpx.TransportError as exc:
         raise TransportError(f"{what}: connection failed ({_brief(exc)})") from exc
     except httpx.InvalidURL as exc:
         raise ConfigurationError(f"{what}: invalid URL") from exc
     except httpx.HTTPError as exc:  # too many redirects, undecodable body: not transient
         raise RodinError(f"{what}: {_brief(exc)}") from exc
+
+
+def _connect_error(what: str, exc: httpx.ConnectError) -> ConnectError:
+    where = _origin_of(exc)
+    certificate = _cause_of(exc, ssl.SSLCertVerificationError)
+    if certificate is not None:
+        reason = certificate.verify_message or str(certificate)
+        return CertificateError(
+            f"{what}: the TLS certificate of {where} could not be verified ({reason}); "
+            "if it is signed by a private CA, trust it with verify=... (a CA bundle or an "
+            "ssl.SSLContext), --ca-bundle, or SSL_CERT_FILE"
+        )
+    return ConnectError(f"{what}: can't connect to {where} ({_brief(exc)})")
+
+
+def _origin_of(exc: httpx.RequestError) -> str:
+    try:
+        url = exc.request.url
+    except RuntimeError:  # raised without a request attached
+        return "the host"
+    return f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def _cause_of(exc: BaseException, kind: type[E]) -> E | None:
+    """The first exception of *kind* in *exc*'s chain of causes and contexts."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _brief(exc: Exception) -> str:

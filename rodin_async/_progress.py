@@ -9,6 +9,8 @@ after it.
 
 from __future__ import annotations
 
+import inspect
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,5 +102,58 @@ ProgressEvent = (
 ProgressCallback = Callable[[ProgressEvent], None]
 
 
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+
 def ignore(event: ProgressEvent) -> None:
     """The default callback: progress goes nowhere."""
+
+
+class CallbackError(Exception):
+    """A progress callback raised; carries its exception through the downloader's tasks."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+def checked_callback(callback: ProgressCallback | None) -> ProgressCallback:
+    """*callback*, guarded so that its exceptions come out of the download as themselves.
+
+    Raises:
+        TypeError: *callback* is an ``async def`` function: it would never be awaited.
+    """
+    if callback is None:
+        return ignore
+    if inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
+        getattr(callback, "__call__", None)  # noqa: B004  (an object with async __call__)
+    ):
+        raise TypeError(
+            "on_progress must be a plain function: it is called in the event loop for "
+            "every chunk and is not awaited (to do async work, hand events to a memory "
+            "object stream or an asyncio.Queue from a plain function)"
+        )
+
+    def guarded(event: ProgressEvent) -> None:
+        try:
+            result: object = callback(event)
+        except Exception as exc:
+            raise CallbackError(exc) from exc
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()  # never awaited: don't let Python warn about it later
+            raise CallbackError(TypeError("on_progress returned an awaitable; it must not"))
+
+    return guarded
+
+
+def callback_error(exc: BaseException) -> Exception | None:
+    """The callback's own exception, if *exc* is (or groups) a `CallbackError`."""
+    if isinstance(exc, CallbackError):
+        return exc.error
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := callback_error(inner)) is not None:
+                return found
+    return None

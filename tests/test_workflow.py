@@ -218,7 +218,7 @@ async def test_missing_or_corrupt_files_are_downloaded_again(
     png = first.directory / "texture_diffuse.png"
     png.write_bytes(b"\x00" * png.stat().st_size)  # same size, wrong bytes
     assert (await rodin.download(task, tmp_path)).skipped  # size alone can't see it
-    fixed = await rodin.download(task, tmp_path, verify="sha256")
+    fixed = await rodin.download(task, tmp_path, check="sha256")
     assert not fixed.skipped
     assert_complete(server, fixed)
 

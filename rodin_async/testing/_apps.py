@@ -390,7 +390,20 @@ def _redirect_url(ctx: Context, task_uuid: str, index: int, name: str, **query: 
 
 def _file_headers(entry: FileEntry) -> dict[str, str]:
     kind = mimetypes.guess_type(entry.name)[0] or "application/octet-stream"
-    return {"content-type": kind, "accept-ranges": "bytes"}
+    return {
+        "content-type": kind,
+        "accept-ranges": "bytes",
+        "etag": entry.etag,
+        "last-modified": entry.last_modified,
+    }
+
+
+def _range_of(request: Request, entry: FileEntry) -> str | None:
+    """The Range to honour: none when ``If-Range`` names another version (RFC 9110)."""
+    if_range = request.headers.get("if-range")
+    if if_range is not None and if_range not in (entry.etag, entry.last_modified):
+        return None
+    return request.headers.get("range")
 
 
 class _Unsatisfiable(Exception):
@@ -446,7 +459,7 @@ def _ranged_response(
     if isinstance(fault, IgnoreRangeFault):
         return _body_response(ctx, entry, None, None)
     try:
-        span = parse_range(request.headers.get("range"), size)
+        span = parse_range(_range_of(request, entry), size)
     except _Unsatisfiable:
         return Response(b"", 416, {**_file_headers(entry), "content-range": f"bytes */{size}"})
     if isinstance(fault, WrongContentRangeFault):

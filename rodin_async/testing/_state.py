@@ -6,6 +6,7 @@ access goes through one lock, and what leaves the lock is either immutable or a 
 
 from __future__ import annotations
 
+import email.utils
 import secrets
 import threading
 import time
@@ -70,13 +71,27 @@ class GenerationSettings:
     jobs_per_task: int
 
 
+def _new_etag() -> str:
+    return f'"{secrets.token_hex(8)}"'
+
+
+def _now_http_date() -> str:
+    return email.utils.formatdate(time.time(), usegmt=True)
+
+
 @attrs.define
 class FileEntry:
-    """One listed result file and the faults its next requests will meet."""
+    """One listed result file and the faults its next requests will meet.
+
+    Like a real file host it has a strong ``etag`` and a ``last_modified`` date, which
+    change when the file is replaced, and it honours ``If-Range`` with either.
+    """
 
     name: str
     content: Content
     faults: deque[Fault] = attrs.field(factory=deque)
+    etag: str = attrs.field(factory=_new_etag)
+    last_modified: str = attrs.field(factory=_now_http_date)
 
 
 @attrs.define
