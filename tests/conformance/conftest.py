@@ -8,6 +8,7 @@ so `NO_PROXY=127.0.0.2` can exempt it while every file host (127.0.0.1) is proxi
 
 from __future__ import annotations
 
+import gc
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,3 +154,14 @@ def raw() -> Iterator[RawServer]:
     server = RawServer()
     with running(server):
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect cycles after each test, so a leaked socket is blamed on (near) its test.
+
+    With filterwarnings=error an unclosed transport fails whichever test happens to be
+    running when the garbage collector finds it; collecting here keeps that close.
+    """
+    yield
+    gc.collect()

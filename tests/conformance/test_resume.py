@@ -12,10 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from rodin_async import RetryPolicy, TaskDownloadError
+from rodin_async import (
+    FileProgress,
+    ProgressEvent,
+    RetryPolicy,
+    TaskDownloadError,
+)
 from rodin_async.testing import FakeRodin
 
-from .checks import assert_manifest_matches_disk, client, stray_parts
+from .checks import assert_manifest_matches_disk, causes, client, stray_parts
 from .servers import Bucket, Caddy, FrontLayer, unique
 
 pytestmark = pytest.mark.anyio
@@ -33,10 +38,29 @@ def describe(data: bytes) -> str:
     return f"{len(data)} bytes: head of {head}, tail of {tail} (spliced)"
 
 
-def plant_part(dest: Path, task: str, name: str, data: bytes) -> None:
-    """Leave `dest/<task>/.<name>.part` as an interrupted earlier run would."""
-    (dest / task).mkdir(parents=True)
-    (dest / task / f".{name}.part").write_bytes(data)
+class Interrupted(BaseException):
+    """A Ctrl-C at the very end (not KeyboardInterrupt, which would stop pytest itself)."""
+
+
+async def interrupted_at_the_last_byte(fake: FakeRodin, task: str, dest: Path) -> None:
+    """A run interrupted once every byte is on disk, before the rename: a complete `.part`.
+
+    This is how a whole file ends up in a `.part` (Ctrl-C or a crash at the very end), and
+    it leaves whatever resume validator the client keeps beside the part.
+    """
+
+    def interrupt_when_complete(event: ProgressEvent) -> None:
+        if isinstance(event, FileProgress) and event.received == SIZE:
+            raise Interrupted
+
+    raised: BaseException | None = None
+    try:
+        async with client(fake) as rodin:
+            await rodin.download(task, dest, on_progress=interrupt_when_complete)
+    except BaseException as exc:  # Interrupted, maybe inside an exception group
+        raised = exc
+    assert raised is not None and any(isinstance(e, Interrupted) for e in causes(raised))
+    assert (dest / task / ".model.glb.part").read_bytes() == VERSION_A
 
 
 async def test_complete_part_on_caddy_is_finished_without_refetching(
@@ -45,13 +69,14 @@ async def test_complete_part_on_caddy_is_finished_without_refetching(
     """Defect 4: a `.part` holding all of a Caddy file ends exact; the 416 body isn't written."""
     url, _ = caddy.put(f"{folder}/model.glb", VERSION_A)
     task = fake.add_remote_task({"model.glb": url})
-    plant_part(tmp_path, task, "model.glb", VERSION_A)
+    await interrupted_at_the_last_byte(fake, task, tmp_path)
+    before = len(caddy.access_log(f"/{folder}/"))
     async with client(fake) as rodin:
         result = await rodin.download(task, tmp_path)
     assert result.files[0].path.read_bytes() == VERSION_A
     assert stray_parts(result.directory) == []
     assert_manifest_matches_disk(result.directory)
-    served = [(e["status"], e["size"]) for e in caddy.access_log(f"/{folder}/")]
+    served = [(e["status"], e["size"]) for e in caddy.access_log(f"/{folder}/")[before:]]
     assert sum(size for status, size in served if status in (200, 206)) < SIZE, served
 
 
@@ -61,13 +86,30 @@ async def test_complete_part_on_s3_is_finished_without_refetching(
     """Defect 4: a `.part` holding all of an S3 object ends exact; no full re-download."""
     url = bucket.put(unique("k-"), VERSION_A)
     task = fake.add_remote_task({"model.glb": url})
-    plant_part(tmp_path, task, "model.glb", VERSION_A)
+    await interrupted_at_the_last_byte(fake, task, tmp_path)
+    before = len(bucket.front.exchanges(url))
     async with client(fake) as rodin:
         result = await rodin.download(task, tmp_path)
     assert result.files[0].path.read_bytes() == VERSION_A
     assert stray_parts(result.directory) == []
-    served = [(e.status, e.body_bytes) for e in bucket.front.exchanges(url)]
+    served = [(e.status, e.body_bytes) for e in bucket.front.exchanges(url)[before:]]
     assert sum(size for status, size in served if status in (200, 206)) < SIZE, served
+
+
+async def test_planted_complete_part_without_validator_ends_exact(
+    fake: FakeRodin, caddy: Caddy, bucket: Bucket, folder: str, tmp_path: Path
+) -> None:
+    """Defect 4: bare planted `.part` bytes (no validator): exact files, no error body kept."""
+    caddy_url, _ = caddy.put(f"{folder}/model.glb", VERSION_A)
+    urls = {"caddy.glb": caddy_url, "s3.glb": bucket.put(unique("k-"), VERSION_A)}
+    task = fake.add_remote_task(urls)
+    (tmp_path / task).mkdir()
+    for name in urls:  # a resume can't be validated, so starting over is allowed here
+        (tmp_path / task / f".{name}.part").write_bytes(VERSION_A)
+    async with client(fake) as rodin:
+        result = await rodin.download(task, tmp_path)
+    assert [f.path.read_bytes() for f in result.files] == [VERSION_A, VERSION_A]
+    assert stray_parts(result.directory) == []
 
 
 async def cut_run(fake: FakeRodin, task: str, dest: Path) -> None:

@@ -20,7 +20,7 @@ from rodin_async.testing import FakeRodin
 from .checks import assert_manifest_matches_disk, client, stray_parts
 from .servers import Caddy, FrontLayer, script
 
-BODY = bytes(range(256)) * (16 << 12)  # 4 MiB
+BODY = bytes(range(256)) * (4 << 12)  # 4 MiB
 
 
 @pytest.fixture
