@@ -62,7 +62,15 @@ from ._faults import (
 from ._forms import Form, rodin_problem, texture_problem
 from ._jobs import Ticket
 from ._results import result_files
-from ._state import Endpoint, FileEntry, Origin, RecordedRequest, ServerState, Submission
+from ._state import (
+    Endpoint,
+    FileEntry,
+    Listed,
+    Origin,
+    RecordedRequest,
+    ServerState,
+    Submission,
+)
 from ._wire import Hub, WireResponse
 
 _SLOT = "rodin_async.testing.slot"  # where the recorder leaves the log slot in the scope
@@ -225,14 +233,15 @@ async def _download(request: Request, ctx: Context) -> Response:
     listing = ctx.state.list_task(task_uuid)
     if listing is None:
         return _api_error(ctx, 404, "TASK_NOT_FOUND", f"No task {task_uuid!r}.", fault)
-    files = [
-        {
-            "url": file_url(ctx.files_url, task_uuid, item.index, item.name, item.token),
-            "name": item.name,
-        }
-        for item in listing
-    ]
+    files = [{"url": _listed_url(ctx, task_uuid, item), "name": item.name} for item in listing]
     return _api_json(ctx, 201, {"error": "OK", "list": files}, fault)
+
+
+def _listed_url(ctx: Context, task_uuid: str, item: Listed) -> str:
+    # A remote task's URL is listed verbatim; the fake's own files get a token URL.
+    if item.url is not None:
+        return item.url
+    return file_url(ctx.files_url, task_uuid, item.index, item.name, item.token)
 
 
 async def _status(request: Request, ctx: Context) -> Response:

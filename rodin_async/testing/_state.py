@@ -115,15 +115,18 @@ class TaskState:
     generation: int = 0
     # Set for tasks created by a submit: their files are listed once every job is Done.
     generated: Generation | None = None
+    # Set for tasks added by add_remote: (name, URL) pairs listed exactly as given.
+    remote: tuple[tuple[str, str], ...] | None = None
 
 
 @attrs.frozen
 class Listed:
-    """One entry of a listing: its position in the task, its name and its URL token."""
+    """One entry of a listing: its position, its name, and its URL token or its remote URL."""
 
     index: int
     name: str
     token: str
+    url: str | None = None
 
 
 class ServerState:
@@ -157,12 +160,22 @@ class ServerState:
                 raise ValueError(f"Task {task_uuid!r} already exists.")
             self._tasks[task_uuid] = TaskState()
 
+    def add_remote(self, task_uuid: str, files: tuple[tuple[str, str], ...]) -> None:
+        """Create a task listing (name, URL) pairs hosted elsewhere; a uuid is used once."""
+        with self._lock:
+            if task_uuid in self._tasks:
+                raise ValueError(f"Task {task_uuid!r} already exists.")
+            self._tasks[task_uuid] = TaskState(remote=files)
+
     def add_file(
         self, task_uuid: str, name: str, source: FileSource, faults: tuple[Fault, ...]
     ) -> None:
         """Append a file to a task (names may repeat)."""
         with self._lock:
-            _append_file(self._task(task_uuid), name, source, faults)
+            task = self._task(task_uuid)
+            if task.remote is not None:
+                raise ValueError(f"Task {task_uuid!r} lists remote URLs; it has no files here.")
+            _append_file(task, name, source, faults)
 
     def find(self, task_uuid: str, name: str, index: int) -> FileEntry:
         """Return the `index`-th file called `name` (KeyError when there is none)."""
@@ -260,6 +273,8 @@ class ServerState:
                 return None
             if task.generated is not None and not task.generated.ready:
                 return []
+            if task.remote is not None:
+                return [Listed(i, name, "", url) for i, (name, url) in enumerate(task.remote)]
             task.generation += 1
             token = str(task.generation)
             task.tokens[token] = time.monotonic()
