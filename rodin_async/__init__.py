@@ -13,8 +13,10 @@ from ._client import AsyncRodin
 from ._errors import (
     APIError,
     AuthenticationError,
+    CertificateError,
     ClientClosedError,
     ConfigurationError,
+    ConnectError,
     DestinationError,
     DownloadError,
     InvalidTaskError,
@@ -28,7 +30,20 @@ from ._errors import (
     ValidationError,
     WaitTimeoutError,
 )
-from ._generation import GenerationRequest, TextureRequest
+from ._generation import (
+    ConditionMode,
+    GenerationRequest,
+    GeometryFormat,
+    GeometryInstructMode,
+    Material,
+    MeshMode,
+    Quality,
+    TextureMaterial,
+    TextureRequest,
+    TextureResolution,
+    Tier,
+)
+from ._manifest import FileCheck
 from ._models import (
     DownloadedFile,
     GenerationJob,
@@ -49,17 +64,22 @@ from ._progress import (
     TaskFinished,
     TaskStarted,
 )
+from ._public import publish
 from ._retry import RetryPolicy
 
 __all__ = [
     "APIError",
     "AsyncRodin",
     "AuthenticationError",
+    "CertificateError",
     "ClientClosedError",
+    "ConditionMode",
     "ConfigurationError",
+    "ConnectError",
     "DestinationError",
     "DownloadError",
     "DownloadedFile",
+    "FileCheck",
     "FileFailed",
     "FileFinished",
     "FileProgress",
@@ -67,12 +87,17 @@ __all__ = [
     "FileStarted",
     "GenerationJob",
     "GenerationRequest",
+    "GeometryFormat",
+    "GeometryInstructMode",
     "InvalidTaskError",
     "Job",
     "JobFailedError",
     "JobStatus",
+    "Material",
+    "MeshMode",
     "ProgressCallback",
     "ProgressEvent",
+    "Quality",
     "RateLimitError",
     "ResponseFormatError",
     "ResultFile",
@@ -83,12 +108,18 @@ __all__ = [
     "TaskFinished",
     "TaskStarted",
     "TaskStatus",
+    "TextureMaterial",
     "TextureRequest",
+    "TextureResolution",
+    "Tier",
     "TimeoutError",
     "TransportError",
     "ValidationError",
     "WaitTimeoutError",
 ]
+
+publish(__name__, globals(), __all__)
+del publish
 
 
 def __getattr__(name: str) -> str:

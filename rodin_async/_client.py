@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import json
+import logging
 import os
+import sys
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -23,6 +25,7 @@ from typing import Any, TypeVar
 import anyio
 import attrs
 import httpx
+import sniffio
 from anyio.abc import TaskGroup
 
 from ._bulk import run_many
@@ -54,7 +57,8 @@ from ._generation import (
     TextureResolution,
     Tier,
 )
-from ._manifest import Verify
+from ._http import FileHosts, ProxyTypes, VerifyTypes, check_proxy, ssl_context
+from ._manifest import FileCheck, check_file_check
 from ._models import (
     BalanceAnswer,
     Envelope,
@@ -69,10 +73,21 @@ from ._models import (
     parse_json,
     structure,
 )
-from ._progress import ProgressCallback, TaskFinished, ignore
+from ._progress import (
+    CallbackError,
+    ProgressCallback,
+    TaskFinished,
+    callback_error,
+    checked_callback,
+)
 from ._retry import RetryPolicy, parse_retry_after, safe_to_resend
-from ._transport import FileTransport
 
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:
+    from typing_extensions import Self
+
+logger = logging.getLogger("rodin_async")
 DEFAULT_BASE_URL = "https://hyperhuman.deemos.com/api/v2"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _AUTH_CODES = frozenset({"UNAUTHORIZED", "INVALID_API_KEY", "FORBIDDEN"})
@@ -115,11 +130,20 @@ class AsyncRodin:
         timeout: httpx timeouts; a transfer that receives nothing for the read timeout
             is a failed attempt.
         retry: When and how often to retry failed calls and transfers.
-        transport: An httpx transport for both the API and the file hosts (proxies,
-            custom TLS, or tests).
+        transport: An httpx transport for both the API and the file hosts (for tests,
+            e.g. ``httpx.MockTransport``). It replaces proxies, as in httpx.
+        proxy: A proxy for the API and the file hosts (``http://``, ``https://`` or
+            ``socks5://`` URL, or an ``httpx.Proxy``). Without it, ``HTTP_PROXY``,
+            ``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY`` apply, exactly as in httpx.
+        verify: TLS verification, as httpx's ``verify``: True (certifi's CAs, or
+            ``SSL_CERT_FILE``/``SSL_CERT_DIR``), a CA bundle path to trust instead, an
+            ``ssl.SSLContext`` (e.g. the system store plus a private CA), or False.
+        trust_env: Read proxies and ``SSL_CERT_FILE``/``SSL_CERT_DIR`` from the
+            environment.
 
     Raises:
-        ConfigurationError: No API key, a malformed base URL, or a concurrency below 1.
+        ConfigurationError: No API key, a malformed base URL or proxy, an unreadable CA
+            bundle, or a concurrency below 1.
     """
 
     def __init__(
@@ -132,6 +156,9 @@ class AsyncRodin:
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        proxy: ProxyTypes | None = None,
+        verify: VerifyTypes = True,
+        trust_env: bool = True,
     ) -> None:
         key = _resolve_key(api_key)
         self._base_url = _resolve_base_url(base_url)
@@ -139,17 +166,30 @@ class AsyncRodin:
         self._max_concurrency = max_concurrency
         self._retry = retry or RetryPolicy()
         self._api_limiter = anyio.CapacityLimiter(max_api_concurrency)
+        tls = ssl_context(verify, trust_env=trust_env)
+        checked_proxy = check_proxy(proxy)
         self._api = httpx.AsyncClient(
             base_url=self._base_url,
             auth=_BearerAuth(key, self._base_url),
             headers={"User-Agent": _user_agent()},
             timeout=timeout,
             transport=transport,
+            verify=tls,
+            proxy=checked_proxy,
+            trust_env=trust_env,
+        )
+        # No auth, ever: file URLs are presigned and live on other hosts.
+        hosts = FileHosts(
+            timeout=httpx.Timeout(timeout),
+            verify=tls,
+            proxy=checked_proxy,
+            trust_env=trust_env,
+            transport=_Replayable(transport) if transport else None,
+            max_connections=2 * max_concurrency,
+            user_agent=_user_agent(),
         )
         self._downloader = Downloader(
-            client=_files_client(timeout, transport, max_concurrency),
-            limiter=anyio.CapacityLimiter(max_concurrency),
-            retry=self._retry,
+            hosts=hosts, limiter=anyio.CapacityLimiter(max_concurrency), retry=self._retry
         )
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._task_group: TaskGroup | None = None
@@ -171,7 +211,8 @@ class AsyncRodin:
         """How many files may transfer at once across the whole client."""
         return self._max_concurrency
 
-    async def __aenter__(self) -> AsyncRodin:
+    async def __aenter__(self) -> Self:
+        """Open the client for `download_many`; a subclass gets itself back, typed so."""
         self._ensure_open()
         if self._exit_stack is not None:
             raise ClientClosedError("this AsyncRodin is already open; enter it only once")
@@ -205,7 +246,7 @@ class AsyncRodin:
         self._closed = True
         with anyio.CancelScope(shield=True):
             await self._api.aclose()
-            await self._downloader.client.aclose()
+            await self._downloader.hosts.aclose()
 
     async def list_files(self, task_uuid: str) -> list[ResultFile]:
         """List the result files of a finished task (``POST /download``).
@@ -338,15 +379,33 @@ class AsyncRodin:
         Throttled polls back off (429, honouring Retry-After). Cancel the calling task
         to stop waiting early.
 
+        A status this version of rodin-async doesn't know (``JobStatus.UNKNOWN``, such as
+        ``"Paused"``) neither ends nor fails the wait, since the job may still finish:
+        without a *timeout*, waiting goes on as long as the API reports it. Each new
+        unknown status is logged once as a warning on the ``rodin_async`` logger. To stop
+        on one, raise from *on_status*: its exception comes out of `wait` as it is.
+
+        Args:
+            job: A `GenerationJob`, or its ``subscription_key``.
+            poll_interval: Seconds between polls.
+            timeout: Seconds to wait in all; None waits as long as it takes.
+            on_status: Called with every status polled, before it is acted on.
+
+        Returns:
+            The status in which every job is Done.
+
         Raises:
             JobFailedError: A job ended Failed or Canceled (the error names it).
             WaitTimeoutError: Not done within *timeout* seconds.
+            ConfigurationError: *poll_interval* is not positive.
         """
         if not poll_interval > 0:
             raise ConfigurationError(f"poll_interval must be positive, got {poll_interval!r}")
+        unknown: set[tuple[str, str]] = set()
         with anyio.move_on_after(timeout):
             while True:
                 status = await self.status(job)
+                _log_unknown(status, unknown)
                 if on_status is not None:
                     on_status(status)
                 _raise_for_failed(status)
@@ -370,8 +429,29 @@ class AsyncRodin:
     ) -> TaskDownload:
         """Generate, wait for the result, and download it: the whole workflow in one call.
 
+        The destination is checked first, so a generation is never paid for when its
+        result could not be written. The other arguments are those of `submit`, `wait`
+        and `download`.
+
+        Args:
+            request: The generation to submit.
+            dest: The folder the result goes into, as ``dest/<task_uuid>/``.
+            poll_interval: Seconds between status polls.
+            timeout: Seconds to wait for the generation; None waits as long as it takes.
+            on_status: Called with every status polled (see `wait`).
+            on_progress: Receives the download's progress events.
+            retry_submit: Retry the submit on any transient failure (see `generate`).
+
+        Returns:
+            The downloaded task.
+
         Raises:
-            Whatever `submit`, `wait` and `download` raise.
+            DestinationError: *dest* is not a writable directory (before submitting).
+            ValidationError: The request's files can't be read.
+            APIError: The API refused the submission, a poll or the listing.
+            JobFailedError: A job ended Failed or Canceled.
+            WaitTimeoutError: Not done within *timeout* seconds.
+            TaskDownloadError: Some result files failed to download.
         """
         directory = await prepare_destination(dest)  # fail before paying for a generation
         job = await self.submit(request, retry_submit=retry_submit)
@@ -384,7 +464,7 @@ class AsyncRodin:
         dest: str | os.PathLike[str],
         *,
         overwrite: bool = False,
-        verify: Verify = "size",
+        check: FileCheck = "size",
         on_progress: ProgressCallback | None = None,
     ) -> TaskDownload:
         """Download every result file of a task into ``dest/<task_uuid>/``.
@@ -392,24 +472,34 @@ class AsyncRodin:
         Files transfer in parallel (bounded by ``max_concurrency``), each written to a
         ``.part`` file and renamed when complete. Failed files are retried and resumed;
         the other files of the task always finish. *on_progress*, if given, receives
-        typed progress events (see `ProgressEvent`), at most once per chunk.
+        typed progress events (see `ProgressEvent`), at most once per chunk; it must be
+        a plain function, and an exception it raises ends the download and is raised
+        here as it is (partial files are kept for a resume).
 
         A completed task leaves a manifest in its folder; downloading it again finds
         the files still matching it (by size, or also by SHA-256 with
-        ``verify="sha256"``) and returns at once with ``skipped=True``.
-        *overwrite* downloads everything again regardless.
+        ``check="sha256"``) and returns at once with ``skipped=True``; if only some
+        still match, only the others are downloaded. *overwrite* downloads everything
+        again regardless. The task's folder is created once its files are listed, and
+        locked against other processes while its files change.
 
         Raises:
             InvalidTaskError: *task_uuid* is blank or malformed.
+            ConfigurationError: *check* is not ``"size"`` or ``"sha256"``.
+            TypeError: *on_progress* is an ``async def`` function.
             DestinationError: *dest* is not a writable directory.
             TaskDownloadError: Some files failed; the exception lists each one.
             APIError: Listing the task failed (``AuthenticationError`` for a bad key).
+            ConnectError: The API could not be reached.
         """
         self._ensure_open()
         uuid = check_task_uuid(_task_uuid(task))
+        options = _DownloadOptions.of(on_progress, overwrite, check)
         directory = await prepare_destination(dest)
-        options = _DownloadOptions(on_progress or ignore, overwrite, verify)
-        result = await self._download_one(uuid, directory, options)
+        try:
+            result = await self._download_one(uuid, directory, options)
+        except CallbackError as exc:
+            raise exc.error from None
         if result.error is not None:
             raise result.error
         return result
@@ -420,7 +510,7 @@ class AsyncRodin:
         dest: str | os.PathLike[str],
         *,
         overwrite: bool = False,
-        verify: Verify = "size",
+        check: FileCheck = "size",
         on_progress: ProgressCallback | None = None,
     ) -> AsyncGenerator[TaskDownload, None]:
         """Download many tasks, yielding each `TaskDownload` as soon as it finishes.
@@ -429,11 +519,15 @@ class AsyncRodin:
         pipeline can feed uuids while results stream out. A failed task yields a result
         with ``error`` set; it never stops the others. Leaving the loop early cancels
         the outstanding work (use ``contextlib.aclosing`` to have that happen at once).
-        *overwrite*, *verify* and *on_progress* work as in `download`; tasks finished by
-        an earlier run are yielded at once with ``skipped=True``.
+        *overwrite*, *check* and *on_progress* work as in `download`; tasks finished by
+        an earlier run are yielded at once with ``skipped=True``. A task whose listing
+        failed because the API can't be reached yields a `ConnectError`: the next ones
+        would fail the same way, so a caller may want to stop there.
 
         Raises:
             ClientClosedError: The client is closed or was not opened with ``async with``.
+            ConfigurationError: *check* is not ``"size"`` or ``"sha256"``.
+            TypeError: *on_progress* is an ``async def`` function.
             InvalidTaskError: A collection of uuids holds a blank one (checked up front).
             DestinationError: *dest* is not a writable directory (on first iteration).
         """
@@ -447,10 +541,10 @@ class AsyncRodin:
                 "download_many takes an iterable of task uuids, not one string; "
                 "use download() for a single task"
             )
+        options = _DownloadOptions.of(on_progress, overwrite, check)
         if isinstance(task_uuids, Collection):
             for uuid in task_uuids:  # a list can be checked before any work starts
                 check_task_uuid(_task_uuid(uuid))
-        options = _DownloadOptions(on_progress or ignore, overwrite, verify)
         return self._iterate_many(self._task_group, task_uuids, dest, options)
 
     async def _iterate_many(
@@ -473,9 +567,14 @@ class AsyncRodin:
 
         # Twice the transfer slots: listing the next tasks overlaps the current transfers.
         results = run_many(host, task_uuids, run_one, max_tasks=2 * self._max_concurrency)
-        async with contextlib.aclosing(results):
-            async for result in results:
-                yield result
+        try:
+            async with contextlib.aclosing(results):
+                async for result in results:
+                    yield result
+        except Exception as exc:
+            if (error := callback_error(exc)) is not None:
+                raise error from None
+            raise
 
     async def _download_one(
         self, uuid: str, directory: Path, options: _DownloadOptions
@@ -487,7 +586,7 @@ class AsyncRodin:
                 self.list_files,
                 options.emit,
                 overwrite=options.overwrite,
-                verify=options.verify,
+                check=options.check,
             )
 
     @contextlib.asynccontextmanager
@@ -532,13 +631,34 @@ class AsyncRodin:
     def _ensure_open(self) -> None:
         if self._closed:
             raise ClientClosedError("this AsyncRodin has been closed; create a new one")
+        _require_asyncio()
 
 
 @attrs.frozen
 class _DownloadOptions:
     emit: ProgressCallback
     overwrite: bool
-    verify: Verify
+    check: FileCheck
+
+    @classmethod
+    def of(
+        cls, on_progress: ProgressCallback | None, overwrite: bool, check: object
+    ) -> _DownloadOptions:
+        """Check a download's options before any work starts."""
+        return cls(checked_callback(on_progress), overwrite, check_file_check(check))
+
+
+def _require_asyncio() -> None:
+    """Refuse other event loops up front, rather than fail deep inside a download."""
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return  # called outside any event loop: nothing runs yet
+    if library != "asyncio":
+        raise ConfigurationError(
+            f"rodin-async runs on asyncio (file writes go through aiofiles, which needs "
+            f"asyncio's loop), not on {library}; use anyio.run(main) or asyncio.run(main)"
+        )
 
 
 def _task_uuid(task: object) -> object:
@@ -552,6 +672,19 @@ def _subscription_key(job: GenerationJob | str) -> str:
     return key.strip()
 
 
+def _log_unknown(status: TaskStatus, seen: set[tuple[str, str]]) -> None:
+    """Warn once per job and status about statuses `wait` can't act on."""
+    for job in status.jobs:
+        if job.status is JobStatus.UNKNOWN and (job.uuid, job.raw_status) not in seen:
+            seen.add((job.uuid, job.raw_status))
+            logger.warning(
+                "job %s is %r, a status rodin-async does not know; still waiting for Done "
+                "(pass timeout= to wait(), or raise from on_status to stop)",
+                job.uuid,
+                job.raw_status,
+            )
+
+
 def _raise_for_failed(status: TaskStatus) -> None:
     for job in status.jobs:
         if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
@@ -560,30 +693,34 @@ def _raise_for_failed(status: TaskStatus) -> None:
 
 def _decode(response: httpx.Response, cls: type[E]) -> E:
     """Turn an API answer into *cls*, or raise the matching `APIError`."""
-    status = response.status_code
+    status, headers = response.status_code, _kept_headers(response)
     if not response.is_success:
-        raise _error_for_status(response)
-    raw = parse_json(response.content, status_code=status)
+        raise _error_for_status(response, headers)
+    raw = parse_json(response.content, status_code=status, headers=headers)
     # The envelope first: an error answer lacks the fields a success must have.
-    envelope = structure(raw, Envelope, status_code=status)
+    envelope = structure(raw, Envelope, status_code=status, headers=headers)
     if envelope.failed:
         code = envelope.error or ""
         error_cls = AuthenticationError if code in _AUTH_CODES else APIError
         raise error_cls(
-            envelope.message or "the API refused the request", code=code, status_code=status
+            envelope.message or "the API refused the request",
+            code=code,
+            status_code=status,
+            headers=headers,
         )
-    return structure(raw, cls, status_code=status)
+    return structure(raw, cls, status_code=status, headers=headers)
 
 
-def _error_for_status(response: httpx.Response) -> APIError:
+def _error_for_status(response: httpx.Response, headers: dict[str, str]) -> APIError:
     status = response.status_code
     code, message = _error_details(response)
     retry_after = parse_retry_after(response.headers.get("retry-after"))
     if status in (401, 403):
         return AuthenticationError(
-            f"{message or 'the API key was rejected'}; check RODIN_API_KEY",
+            f"{(message or 'the API key was rejected').rstrip('.')}; check RODIN_API_KEY",
             code=code,
             status_code=status,
+            headers=headers,
         )
     error_cls = RateLimitError if status == 429 else APIError
     return error_cls(
@@ -591,7 +728,18 @@ def _error_for_status(response: httpx.Response) -> APIError:
         code=code,
         status_code=status,
         retry_after=retry_after,
+        headers=headers,
     )
+
+
+def _kept_headers(response: httpx.Response) -> dict[str, str]:
+    """The answer's headers an error may keep: none that echoes the key we sent."""
+    try:
+        sent = response.request.headers.get("authorization", "")
+    except RuntimeError:  # a response built without its request: nothing was sent
+        sent = ""
+    key = sent.partition(" ")[2]
+    return {k: v for k, v in response.headers.items() if not (key and key in v)}
 
 
 def _error_details(response: httpx.Response) -> tuple[str | None, str | None]:
@@ -639,19 +787,31 @@ def _check_positive(**values: object) -> None:
             raise ConfigurationError(f"{name} must be a whole number of at least 1, got {value!r}")
 
 
-def _files_client(
-    timeout: httpx.Timeout | float, transport: httpx.AsyncBaseTransport | None, slots: int
-) -> httpx.AsyncClient:
-    # No auth, ever: file URLs are presigned and live on other hosts. Redirects are
-    # followed, and there is no key that a redirect could carry away.
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=2 * slots)
-    return httpx.AsyncClient(
-        timeout=timeout,
-        follow_redirects=True,
-        limits=limits,
-        headers={"User-Agent": _user_agent()},
-        transport=transport or FileTransport(limits),
-    )
+class _Replayable(httpx.AsyncBaseTransport):
+    """Hand on answers a transport built already read (``httpx.MockTransport``'s) as streams.
+
+    ``httpx.Response(content=...)`` reads its body at once, and httpx then refuses the
+    raw stream the downloader reads (``StreamConsumed``). Such a body is in memory, so
+    it is handed on as a fresh stream; real transports' answers pass untouched.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if not (response.is_stream_consumed and isinstance(response.stream, httpx.ByteStream)):
+            return response
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=response.stream,  # the raw bytes, still encoded as the headers say
+            extensions=response.extensions,
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def _user_agent() -> str:

@@ -3,20 +3,24 @@
 One `CapacityLimiter` shared by the whole client bounds simultaneous transfers. A slot is
 held only while bytes move, never during a backoff sleep or a re-listing, so a slow
 retry never idles the pipe. Each file goes to its ``.part`` file, resumes with ``Range``
-after a broken transfer, is checked against ``Content-Length`` and renamed when complete.
+and ``If-Range`` after a broken transfer, is checked against the length the host
+announced and renamed when complete. A task folder is locked against other processes
+while its files change. Every value a host sends is untrusted: whatever it is, a failure
+stays with its own file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import attrs
 import httpx
 
+from ._decode import DecodeError, Decoder
 from ._errors import (
     DestinationError,
     DownloadError,
@@ -24,10 +28,23 @@ from ._errors import (
     TaskDownloadError,
     translate_http_errors,
 )
-from ._files import PartWriter, make_task_directory, part_path, unique_names
-from ._manifest import Verify, reuse_or_forget, write_manifest
+from ._files import PartFileChanged, PartWriter, TaskFolder, Validator, unique_names
+from ._headers import (
+    BadValue,
+    content_codings,
+    content_length,
+    content_range,
+    file_url,
+    last_modified,
+    retry_after,
+    strong_etag,
+    unsatisfied_length,
+)
+from ._http import FileHosts
+from ._manifest import FileCheck, all_intact, forget, intact_files, write_manifest
 from ._models import DownloadedFile, ResultFile, TaskDownload
 from ._progress import (
+    CallbackError,
     FileFailed,
     FileFinished,
     FileProgress,
@@ -36,15 +53,17 @@ from ._progress import (
     ProgressCallback,
     TaskFinished,
     TaskStarted,
+    callback_error,
     ignore,
 )
-from ._retry import RETRYABLE_STATUSES, RetryableDownloadError, RetryPolicy, parse_retry_after
+from ._retry import RETRYABLE_STATUSES, RetryableDownloadError, RetryPolicy
 
+T = TypeVar("T")
 Lister = Callable[[str], Awaitable[list[ResultFile]]]
 
 # What a presigned URL says when it has expired (or was never valid): list again.
 _EXPIRED_STATUSES = frozenset({401, 403, 404, 410})
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+_LOCK_POLL = 0.2  # seconds between looks at a task folder another process holds
 
 
 @attrs.define
@@ -53,6 +72,7 @@ class _FileJob:
 
     task_uuid: str
     emit: ProgressCallback
+    folder: TaskFolder
     name: str
     occurrence: int  # how many earlier entries share this name: finds it in a new listing
     url: str
@@ -93,15 +113,15 @@ class _Listing:
 
 @attrs.frozen
 class Downloader:
-    """Downloads tasks' files through one HTTP client and one transfer limiter.
+    """Downloads tasks' files through the file hosts and one transfer limiter.
 
     Args:
-        client: The client for file hosts. It must not carry the API key.
+        hosts: Sends GETs to file hosts; it never carries the API key.
         limiter: Bounds simultaneous transfers across everything this downloader does.
         retry: When and how long to wait between attempts.
     """
 
-    client: httpx.AsyncClient
+    hosts: FileHosts
     limiter: anyio.CapacityLimiter
     retry: RetryPolicy
 
@@ -113,38 +133,69 @@ class Downloader:
         emit: ProgressCallback = ignore,
         *,
         overwrite: bool = False,
-        verify: Verify = "size",
+        check: FileCheck = "size",
     ) -> TaskDownload:
         """Download every file of *task_uuid* into ``dest/<task_uuid>``.
 
-        A task whose manifest still matches its files is skipped (unless *overwrite*).
-        Never raises `RodinError`: a failure is reported in the result's ``error``.
+        A task whose manifest still matches its files is skipped (unless *overwrite*);
+        files that still match are kept. Never raises `RodinError`: a failure is
+        reported in the result's ``error``. A callback's exception is raised as
+        `CallbackError`.
         """
         try:
-            directory = await make_task_directory(dest, task_uuid)
-            skipped = await reuse_or_forget(directory, task_uuid, verify, reuse=not overwrite)
-            if skipped is not None:
-                result = TaskDownload(task_uuid, directory, skipped, skipped=True)
-            else:
-                result = await self._download_task(task_uuid, directory, lister, emit)
+            result = await self._download_task(task_uuid, dest, lister, emit, overwrite, check)
         except RodinError as exc:
             result = TaskDownload(task_uuid, dest / task_uuid, error=exc)
+        except Exception as exc:  # a bug or a value nobody foresaw: this task only
+            if (error := callback_error(exc)) is not None:
+                raise CallbackError(error) from None
+            result = TaskDownload(task_uuid, dest / task_uuid, error=_unexpected(exc))
         emit(TaskFinished(result))
         return result
 
     async def _download_task(
-        self, task_uuid: str, directory: Path, lister: Lister, emit: ProgressCallback
+        self,
+        task_uuid: str,
+        dest: Path,
+        lister: Lister,
+        emit: ProgressCallback,
+        overwrite: bool,
+        check: FileCheck,
     ) -> TaskDownload:
+        if not overwrite and (done := await _finished_earlier(dest, task_uuid, check)):
+            return TaskDownload(task_uuid, dest / task_uuid, done, skipped=True)
         files = await lister(task_uuid)
         emit(TaskStarted(task_uuid, len(files)))
+        # Only now, with files to fetch, does the task get a folder.
+        folder = await _run_shielded(TaskFolder.make, dest, task_uuid)
+        try:
+            kept = await _lock_and_keep(folder, task_uuid, check, overwrite)
+            return await self._fetch(task_uuid, folder, files, kept, lister, emit)
+        finally:
+            await _run_shielded(folder.close)
+
+    async def _fetch(
+        self,
+        task_uuid: str,
+        folder: TaskFolder,
+        files: list[ResultFile],
+        kept: list[DownloadedFile],
+        lister: Lister,
+        emit: ProgressCallback,
+    ) -> TaskDownload:
+        jobs = _jobs_for(task_uuid, emit, folder, files)
+        reused = {(f.name, f.path.name): f for f in kept}
+        todo = [j for j in jobs if (j.name, j.final.name) not in reused]
+        if not todo:  # another process (or an earlier run) finished it meanwhile
+            return TaskDownload(task_uuid, folder.path, _in_order(jobs, kept), skipped=True)
+        await _run_shielded(forget, folder)  # the manifest no longer describes the folder
         listing = _Listing(task_uuid, lister, files)
-        jobs = _jobs_for(task_uuid, emit, files, directory)
-        outcomes: list[DownloadedFile | DownloadError] = []
+        outcomes: list[DownloadedFile | DownloadError] = list(reused.values())
         async with anyio.create_task_group() as tg:
-            for job in jobs:
+            for job in todo:
                 tg.start_soon(self._collect, job, listing, outcomes)
-        result = _task_result(task_uuid, directory, jobs, outcomes)
-        if result.error is None and (error := await _record(directory, task_uuid, result)):
+        result = _task_result(task_uuid, folder.path, jobs, outcomes)
+        if result.error is None and (error := await _record(folder, task_uuid, result)):
             result = attrs.evolve(result, error=error)
         return result
 
@@ -171,13 +222,7 @@ class Downloader:
                         job.attempts += 1
                         return await self._attempt(job)
         except RetryableDownloadError as exc:
-            raise DownloadError(
-                f"{exc} (gave up after {job.attempts} attempts)",
-                name=job.name,
-                url=job.url,
-                status_code=exc.status_code,
-                retry_after=exc.retry_after,
-            ) from exc
+            raise _gave_up(job, exc) from exc
         except DownloadError:
             raise
         except RodinError as exc:
@@ -185,6 +230,12 @@ class Downloader:
                 f"{job.name!r}: {exc} (after {job.attempts} attempt(s))",
                 name=job.name,
                 url=job.url,
+            ) from exc
+        except CallbackError:
+            raise
+        except Exception as exc:  # never let one file's surprise cancel its siblings
+            raise DownloadError(
+                f"{job.name!r}: {_unexpected(exc)}", name=job.name, url=job.url
             ) from exc
         raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
 
@@ -199,57 +250,50 @@ class Downloader:
 
     async def _attempt(self, job: _FileJob) -> DownloadedFile:
         what = f"downloading {job.name!r}"
-        with _disk_errors(job):
-            writer = await PartWriter.open(part_path(job.final))
+        with _disk_errors(job), _bad_values(job):
+            writer = await PartWriter.open(job.folder, job.final.name)
             try:
                 with translate_http_errors(what):
-                    headers = _headers(writer.offset)
-                    request = self.client.build_request("GET", job.url, headers=headers)
-                    response = await self.client.send(request, stream=True)
+                    response = await self.hosts.get(file_url(job.url), _headers(writer))
                 try:
                     start, expected = await self._check(job, response, writer)
                     job.emit(
                         FileStarted(job.task_uuid, job.name, job.final, expected, start,
                                     job.attempts)
                     )  # fmt: skip
-                    with translate_http_errors(what):
-                        size = await _stream_to(job, writer, response, start)
+                    if response.status_code != 416:  # its body is an error page, never data
+                        with translate_http_errors(what), _decode_errors(job):
+                            await _stream_to(job, writer, response, start)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await response.aclose()
-                await _verify_size(job, writer, size, expected)
-                digest = await writer.commit(job.final)
+                return await _finish(job, writer, start, expected)
             finally:
                 await writer.aclose()  # keeps the bytes for a resume, unless committed
-        return DownloadedFile(
-            job.name, job.final, size, digest, attempts=job.attempts, resumed=start > 0
-        )
 
     async def _check(
         self, job: _FileJob, response: httpx.Response, writer: PartWriter
     ) -> tuple[int, int | None]:
         """Decide where the body goes in the part file and how long the file must be."""
         status, offset = response.status_code, writer.offset
-        if status == 206:
-            first, total = _content_range(response)
-            if first == offset:
-                return offset, total
-            await writer.aclose(discard=True)
-            raise _retryable(job, f"the server sent {job.name!r} from the wrong offset", status)
         if status == 200:
-            if offset:
-                writer.restart()  # the server ignored the Range: start over
-            return 0, _content_length(response)
+            return 0, _begin(writer, response.headers)
+        if status == 206 and offset:
+            return offset, await _resumed_length(job, writer, response.headers)
         if status == 416 and offset:
-            if _unsatisfied_length(response) == offset:
+            length = unsatisfied_length(response.headers)
+            if length == offset and _same_file(writer.validator, response.headers, length):
                 return offset, offset  # the part already holds the whole file
             await writer.aclose(discard=True)  # longer than the file: it was not this file
             raise _retryable(job, f"stale partial file for {job.name!r}; restarting", status, 0)
+        if status in (206, 412):  # a range we didn't ask for; If-Range/If-Match refused
+            await writer.aclose(discard=True)
+            raise _retryable(job, f"{job.name!r} changed on the file host; restarting", status, 0)
         if status in _EXPIRED_STATUSES and not job.refreshed:
             job.refreshed = job.stale = True
             raise _retryable(job, f"the URL of {job.name!r} expired (HTTP {status})", status, 0)
         if status in RETRYABLE_STATUSES:
-            after = parse_retry_after(response.headers.get("retry-after"))
+            after = retry_after(response.headers.get("retry-after"))
             raise _retryable(
                 job, f"{job.name!r}: the file host answered HTTP {status}", status, after
             )
@@ -261,30 +305,171 @@ class Downloader:
         )
 
 
-async def _record(directory: Path, task_uuid: str, result: TaskDownload) -> RodinError | None:
+def _begin(writer: PartWriter, headers: httpx.Headers) -> int | None:
+    """Start the part over for a complete body; return the file's length, if known."""
+    codings = content_codings(headers)
+    if codings:  # the host ignored Accept-Encoding: identity; store what it decodes to
+        writer.begin(None, Decoder(codings))
+        return None
+    length = content_length(headers)
+    writer.begin(Validator(strong_etag(headers), last_modified(headers), length))
+    return length
+
+
+async def _resumed_length(job: _FileJob, writer: PartWriter, headers: httpx.Headers) -> int | None:
+    """Check that a 206 continues this very file where the part ends; its full length."""
+    problem = None
+    span = content_range(headers)
+    if content_codings(headers):
+        problem = "an encoded body can't be resumed"
+    elif span is None or span.first != writer.offset:
+        problem = "the file host sent the wrong part of the file"
+    elif not _same_file(writer.validator, headers, span.total):
+        problem = "the file changed on the file host"
+    if problem is None and span is not None:
+        return span.total
+    await writer.aclose(discard=True)
+    raise _retryable(job, f"{job.name!r}: {problem}; restarting", 206, 0)
+
+
+def _same_file(validator: Validator | None, headers: httpx.Headers, total: int | None) -> bool:
+    """Whether the host still describes the file the part was started from."""
+    if validator is None:
+        return False
+    pairs = [
+        (validator.etag, strong_etag(headers)),
+        (validator.last_modified, last_modified(headers)),
+        (validator.total, total),
+    ]
+    return all(old is None or new is None or old == new for old, new in pairs)
+
+
+def _headers(writer: PartWriter) -> dict[str, str]:
+    # identity: Content-Length and Range then count the very bytes we store
+    headers = {"Accept-Encoding": "identity"}
+    validator = writer.validator
+    if writer.offset and validator is not None:
+        headers["Range"] = f"bytes={writer.offset}-"
+        # If-Range: a changed file comes back whole (200) instead of spliced.
+        if_range = validator.etag or validator.last_modified
+        if if_range:
+            headers["If-Range"] = if_range
+    return headers
+
+
+async def _stream_to(
+    job: _FileJob, writer: PartWriter, response: httpx.Response, start: int
+) -> None:
+    """Write the body into the part file after its first *start* bytes.
+
+    Every chunk received is written before the next read, so bytes that arrived before
+    a broken connection are kept for the resume. An encoded body is counted as sent and
+    checked against its ``Content-Length`` here; the decoded file is checked when the
+    part is committed.
+    """
+    received, size = 0, start
+    async for chunk in response.aiter_raw():
+        received += len(chunk)
+        advanced = await writer.write(chunk)
+        size += advanced
+        if advanced:
+            job.emit(FileProgress(job.task_uuid, job.name, job.final, advanced, size))
+    announced = content_length(response.headers)
+    if writer.decoding and announced is not None and received != announced:
+        raise _retryable(job, f"{job.name!r}: got {received} of {announced} encoded bytes")
+
+
+async def _finish(
+    job: _FileJob, writer: PartWriter, start: int, expected: int | None
+) -> DownloadedFile:
+    """Check the part's length, then move it into place."""
+    size = writer.size
+    if expected is not None and size != expected:
+        if size > expected:  # more than announced: the part file can't be trusted
+            await writer.aclose(discard=True)
+        raise _retryable(job, f"{job.name!r}: got {size} of {expected} bytes")
+    with _decode_errors(job):
+        try:
+            size, digest = await writer.commit(job.final.name)
+        except PartFileChanged as exc:
+            raise _retryable(job, f"{job.name!r}: {exc}; restarting") from exc
+    return DownloadedFile(
+        job.name, job.final, size, digest, attempts=job.attempts, resumed=start > 0
+    )
+
+
+async def _finished_earlier(dest: Path, task_uuid: str, check: FileCheck) -> list[DownloadedFile]:
+    """The files of a task an earlier run completed, if they all still match its manifest."""
+
+    def look() -> list[DownloadedFile]:
+        folder = TaskFolder.existing(dest, task_uuid)
+        if folder is None:
+            return []
+        try:
+            return all_intact(folder, task_uuid, check) or []
+        finally:
+            folder.close()
+
+    return await _run_shielded(look)
+
+
+async def _lock_and_keep(
+    folder: TaskFolder, task_uuid: str, check: FileCheck, overwrite: bool
+) -> list[DownloadedFile]:
+    """Wait for the task folder's lock; then the files an earlier run left intact."""
+
+    def take() -> list[DownloadedFile] | None:
+        if not folder.try_lock():
+            return None
+        folder.sweep_temps()  # a writer killed mid-write left them; we own the folder now
+        return [] if overwrite else intact_files(folder, task_uuid, check)
+
+    while (kept := await _run_shielded(take)) is None:  # noqa: ASYNC110  (another process)
+        await anyio.sleep(_LOCK_POLL)  # no event crosses processes: look again soon
+    return kept
+
+
+async def _record(folder: TaskFolder, task_uuid: str, result: TaskDownload) -> RodinError | None:
     """Write the task's manifest; a disk that refuses is the task's error, not a crash."""
     try:
-        await write_manifest(directory, task_uuid, result.files)
+        await _run_shielded(write_manifest, folder, task_uuid, result.files)
     except OSError as exc:
         error = DestinationError(
             f"task {task_uuid}: every file was downloaded, but its manifest can't be written "
-            f"in {str(directory)!r}: {exc.strerror or exc}; free some space and run again"
+            f"in {str(folder.path)!r}: {exc.strerror or exc}; free some space and run again"
         )
         error.__cause__ = exc
         return error
     return None
 
 
+async def _run_shielded(func: Callable[..., T], *args: object) -> T:
+    """Run blocking *func* in a worker thread, to completion even if we are cancelled.
+
+    A cancelled hop would drop what the thread opened (a folder, a lock) on the floor.
+    """
+    with anyio.CancelScope(shield=True):
+        result = await anyio.to_thread.run_sync(func, *args)
+    return result
+
+
 def _jobs_for(
-    task_uuid: str, emit: ProgressCallback, files: Sequence[ResultFile], directory: Path
+    task_uuid: str, emit: ProgressCallback, folder: TaskFolder, files: Sequence[ResultFile]
 ) -> list[_FileJob]:
     seen: dict[str, int] = {}
     jobs = []
     for file, safe in zip(files, unique_names(f.name for f in files), strict=True):
         occurrence = seen.get(file.name, 0)
         seen[file.name] = occurrence + 1
-        jobs.append(_FileJob(task_uuid, emit, file.name, occurrence, file.url, directory / safe))
+        final = folder.path / safe
+        jobs.append(_FileJob(task_uuid, emit, folder, file.name, occurrence, file.url, final))
     return jobs
+
+
+def _in_order(jobs: list[_FileJob], files: Sequence[DownloadedFile]) -> list[DownloadedFile]:
+    """*files* in listing order, whatever order they finished in."""
+    order = {job.final: i for i, job in enumerate(jobs)}
+    return sorted(files, key=lambda f: order.get(f.path, len(order)))
 
 
 def _task_result(
@@ -293,11 +478,7 @@ def _task_result(
     jobs: list[_FileJob],
     outcomes: list[DownloadedFile | DownloadError],
 ) -> TaskDownload:
-    # Report files in listing order, whatever order they finished in.
-    order = {job.final: i for i, job in enumerate(jobs)}
-    done = sorted(
-        (o for o in outcomes if isinstance(o, DownloadedFile)), key=lambda f: order[f.path]
-    )
+    done = _in_order(jobs, [o for o in outcomes if isinstance(o, DownloadedFile)])
     failed = [o for o in outcomes if isinstance(o, DownloadError)]
     error = TaskDownloadError(task_uuid, failed) if failed else None
     return TaskDownload(task_uuid, directory, done, error)
@@ -311,33 +492,21 @@ def _retryable(
     )
 
 
-async def _stream_to(
-    job: _FileJob, writer: PartWriter, response: httpx.Response, start: int
-) -> int:
-    """Write the body into the part file after its first *start* bytes; return the size.
-
-    Every chunk received is written before the next read, so bytes that arrived before
-    a broken connection are kept for the resume.
-    """
-    chunks: AsyncIterator[bytes]
-    if response.headers.get("content-encoding", "identity").lower() in ("identity", ""):
-        chunks = response.aiter_raw()
-    else:  # the host ignored Accept-Encoding: identity; store what the file decodes to
-        chunks = response.aiter_bytes()
-    size = start
-    async for chunk in chunks:
-        await writer.write(chunk)
-        size += len(chunk)
-        job.emit(FileProgress(job.task_uuid, job.name, job.final, len(chunk), size))
-    return size
+def _gave_up(job: _FileJob, exc: RetryableDownloadError) -> DownloadError:
+    return DownloadError(
+        f"{exc} (gave up after {job.attempts} attempts)",
+        name=job.name,
+        url=job.url,
+        status_code=exc.status_code,
+        retry_after=exc.retry_after,
+    )
 
 
-async def _verify_size(job: _FileJob, writer: PartWriter, size: int, expected: int | None) -> None:
-    if expected is None or size == expected:
-        return
-    if size > expected:  # more than announced: the part file can't be trusted
-        await writer.aclose(discard=True)
-    raise _retryable(job, f"{job.name!r}: got {size} of {expected} bytes")
+def _unexpected(exc: Exception) -> RodinError:
+    # Only the type: a message from deep inside may quote a URL with its signature.
+    error = RodinError(f"unexpected {type(exc).__name__} (a bug in rodin-async; please report it)")
+    error.__cause__ = exc
+    return error
 
 
 @contextlib.contextmanager
@@ -355,30 +524,19 @@ def _disk_errors(job: _FileJob) -> Iterator[None]:
         ) from exc
 
 
-def _headers(offset: int) -> dict[str, str]:
-    # identity: Content-Length and Range then count the very bytes we store
-    headers = {"Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    return headers
+@contextlib.contextmanager
+def _bad_values(job: _FileJob) -> Iterator[None]:
+    """A value from the server that can't be used fails this file for good."""
+    try:
+        yield
+    except BadValue as exc:
+        raise DownloadError(f"{job.name!r}: {exc}", name=job.name, url=job.url) from exc
 
 
-def _content_length(response: httpx.Response) -> int | None:
-    if response.headers.get("content-encoding", "identity").lower() not in ("identity", ""):
-        return None  # the length is of the encoded body, not of the file
-    value = response.headers.get("content-length")
-    return int(value) if value and value.isdigit() else None
-
-
-def _unsatisfied_length(response: httpx.Response) -> int | None:
-    """The file length a 416 reports (``Content-Range: bytes */<length>``)."""
-    match = re.fullmatch(r"bytes\s+\*/(\d+)", response.headers.get("content-range", "").strip())
-    return int(match.group(1)) if match else None
-
-
-def _content_range(response: httpx.Response) -> tuple[int | None, int | None]:
-    match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
-    if not match:
-        return None, None
-    total = match.group(3)
-    return int(match.group(1)), None if total == "*" else int(total)
+@contextlib.contextmanager
+def _decode_errors(job: _FileJob) -> Iterator[None]:
+    """A body that doesn't decode is a failed attempt (an encoded part is never kept)."""
+    try:
+        yield
+    except (DecodeError, httpx.DecodingError) as exc:
+        raise _retryable(job, f"{job.name!r}: {exc}; restarting") from exc

@@ -2,24 +2,35 @@
 
 Server-supplied names are untrusted. Every name that reaches the disk went through
 `safe_name`, so nothing is ever written outside ``dest/<task_uuid>/``. A download is
-written to a hidden ``.<name>.part`` beside its final name and renamed only when complete,
-so nothing incomplete ever sits under a final name. Final names never start with a dot,
-so they can't collide with part files or the manifest.
+written to a hidden ``.<name>.part`` beside its final name and renamed only when complete
+and exactly as long as written, so nothing incomplete ever sits under a final name.
+Files in a task folder are opened relative to the folder's descriptor without following
+symlinks, so a planted link can't redirect a write. Final names never start with a dot,
+so they can't collide with the hidden companions: ``.<name>.part``, ``.<name>.meta`` (the
+resume validator), ``.rodin-manifest.json``, ``.rodin.lock`` and unique ``.<hex>.tmp``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
+import json
 import os
 import re
+import secrets
+import stat
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
 import aiofiles.threadpool
 import anyio
+import attrs
+import filelock
 
+from ._decode import Decoder
 from ._errors import DestinationError, InvalidTaskError
 
 # Room for the ".<name>.part" of the part file within the usual 255-byte limit.
@@ -124,56 +135,299 @@ async def prepare_destination(dest: str | os.PathLike[str]) -> Path:
     return path
 
 
-async def make_task_directory(dest: Path, task_uuid: str) -> Path:
-    """Create and return ``dest/<task_uuid>``."""
-    directory = dest / task_uuid
-    try:
-        await anyio.Path(directory).mkdir(exist_ok=True)
-    except OSError as exc:
-        raise DestinationError(
-            f"can't create task folder {str(directory)!r}: {exc.strerror}"
-        ) from exc
-    return directory
-
-
 def part_path(final: Path) -> Path:
     """The hidden ``.part`` file a download is written to before it is complete."""
-    return final.with_name(f".{final.name}.part")
+    return final.with_name(_part_name(final.name))
+
+
+def _part_name(name: str) -> str:
+    return f".{name}.part"
+
+
+def _meta_name(name: str) -> str:
+    return f".{name}.meta"
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a planted FIFO must not hang the open
+_CREATE_NEW = os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+LOCK_NAME = ".rodin.lock"
+_TEMP = re.compile(r"\.[0-9a-f]{16}\.tmp")
+
+
+class TaskFolder:
+    """``dest/<task_uuid>``, opened once without following links.
+
+    Every file inside is opened, renamed and removed relative to the folder's descriptor,
+    never through a path that a planted symlink could redirect. Files we write are never
+    links: a link (or anything but a plain file with one name) found where a part, meta
+    or temp file should be is removed, not written through. Blocking: run its methods in
+    a worker thread.
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+        self._lock: filelock.FileLock | None = None
+
+    @classmethod
+    def make(cls, dest: Path, task_uuid: str) -> TaskFolder:
+        """Open ``dest/<task_uuid>``, creating it first if needed.
+
+        Raises:
+            DestinationError: It can't be created, or it is a symlink or not a folder.
+        """
+        path = dest / task_uuid
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path)
+            return cls(path, _open_folder(path))
+        except OSError as exc:
+            raise _folder_error(path, exc) from exc
+
+    @classmethod
+    def existing(cls, dest: Path, task_uuid: str) -> TaskFolder | None:
+        """Open ``dest/<task_uuid>`` if it exists (see `make`)."""
+        path = dest / task_uuid
+        try:
+            return cls(path, _open_folder(path))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _folder_error(path, exc) from exc
+
+    def close(self) -> None:
+        """Release the lock (if held) and the folder's descriptor."""
+        try:
+            self.unlock()
+        finally:
+            os.close(self.fd)
+
+    def try_lock(self) -> bool:
+        """Take the folder's cross-process lock if free; True when it is now held."""
+        if self._lock is not None:
+            return True
+        self.remove_if_not_plain(LOCK_NAME)
+        lock = filelock.FileLock(self.path / LOCK_NAME, thread_local=False)
+        try:
+            lock.acquire(blocking=False)
+        except filelock.Timeout:
+            return False
+        self._lock = lock
+        return True
+
+    def unlock(self) -> None:
+        """Release the cross-process lock (if held); the lock file stays for next time."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    def sweep_temps(self) -> None:
+        """Remove temp files a crashed writer left (call it holding the lock)."""
+        for name in os.listdir(self.fd):
+            if _TEMP.fullmatch(name):
+                self.unlink(name)
+
+    def regular_size(self, name: str) -> int | None:
+        """The size of *name* if it is a plain file (not a link), else None."""
+        try:
+            st = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except OSError:
+            return None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+    def open_read(self, name: str) -> io.BufferedReader:
+        """Open *name* for reading, refusing links."""
+        fd = os.open(name, os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _NONBLOCK, dir_fd=self.fd)
+        return open(fd, "rb", closefd=True)
+
+    def sha256(self, name: str) -> str:
+        """Hex SHA-256 of the plain file *name*."""
+        digest = hashlib.sha256()
+        with self.open_read(name) as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def create(self, name: str) -> int:
+        """Create *name* afresh (whatever stood there is removed first); return its fd."""
+        self.unlink(name)
+        return os.open(name, os.O_RDWR | os.O_APPEND | _CREATE_NEW, 0o666, dir_fd=self.fd)
+
+    def write_atomically(self, name: str, data: bytes) -> None:
+        """Replace *name* with *data* in one step: a unique temp file, then a rename."""
+        temp = f".{secrets.token_hex(8)}.tmp"
+        fd = os.open(temp, os.O_WRONLY | _CREATE_NEW, 0o666, dir_fd=self.fd)
+        try:
+            with open(fd, "wb", closefd=True) as f:
+                f.write(data)
+            self.replace(temp, name)
+        except BaseException:
+            self.unlink(temp)  # a full disk must not leave a stray temp file
+            raise
+
+    def replace(self, source: str, target: str) -> None:
+        """Rename *source* over *target* (a link at *target* is replaced, not followed)."""
+        os.replace(source, target, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def unlink(self, name: str) -> None:
+        """Remove *name* if it exists (a link is removed itself)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=self.fd)
+
+    def remove_if_not_plain(self, name: str) -> None:
+        """Remove *name* if it is a link, a FIFO or anything but a plain single-named file."""
+        try:
+            st = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            self.unlink(name)
+
+
+def _open_folder(path: Path) -> int:
+    return os.open(path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC)
+
+
+def _folder_error(path: Path, exc: OSError) -> DestinationError:
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR) and path.is_symlink():
+        return DestinationError(
+            f"task folder {str(path)!r} is a symbolic link; refusing to write through it "
+            "(remove it, or choose another destination)"
+        )
+    return DestinationError(f"can't use task folder {str(path)!r}: {exc.strerror or exc}")
+
+
+@attrs.frozen
+class Validator:
+    """What the file host said about a file when its part file was started.
+
+    A resume is only asked for (``If-Range``) and accepted when the host still
+    describes the same file: same strong ETag, same Last-Modified, same length.
+    """
+
+    etag: str | None = None
+    last_modified: str | None = None
+    total: int | None = None
+
+    def to_json(self) -> bytes:
+        """The ``.meta`` file's contents."""
+        return json.dumps(attrs.asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Validator | None:
+        """Read a ``.meta`` file; None if it isn't one we wrote."""
+        try:
+            raw = json.loads(data)
+            etag, modified, total = raw["etag"], raw["last_modified"], raw["total"]
+        except (ValueError, TypeError, KeyError, RecursionError):
+            return None
+        if not all(isinstance(v, (str, type(None))) for v in (etag, modified)):
+            return None
+        if not (total is None or (isinstance(total, int) and total >= 0)):
+            return None
+        return cls(etag, modified, total)
+
+
+class PartFileChanged(Exception):
+    """The part file on disk is not what this writer wrote (another writer, or a swap)."""
 
 
 class _PartFile(io.BufferedIOBase):
-    """A ``.part`` file as aiofiles' worker thread sees it: it hashes what it writes.
+    """A ``.part`` file as aiofiles' worker thread sees it: it decodes and hashes writes.
 
-    Opening, fstat and hashing any bytes already there happen in one thread hop, and so
-    do closing and renaming: per-file hops, not bytes, dominate small downloads.
+    Opening, fstat, reading the validator and hashing any bytes already there happen in
+    one thread hop, and so do the final checks, renaming and closing: per-file hops, not
+    bytes, dominate small downloads. A part is only resumable with its ``.meta``
+    validator; one without it (or of an encoded body) is started over.
     """
 
-    def __init__(self, part: Path) -> None:
-        self._path = part
-        # Created when missing; appends after what's there. Closed by close().
-        self._file = open(part, "ab")  # noqa: SIM115
+    def __init__(self, folder: TaskFolder, final_name: str) -> None:
+        self._folder = folder
+        self._name = _part_name(final_name)
+        self._meta = _meta_name(final_name)
+        self._file = self._open()
         self._digest = hashlib.sha256()
-        self.offset = os.fstat(self._file.fileno()).st_size
-        if self.offset:
-            with open(part, "rb") as existing:
-                while block := existing.read(1 << 20):
-                    self._digest.update(block)
-        self._restart = False
+        try:
+            self.validator = self._resumable_validator()
+            self.offset = self.size = self._hash_existing() if self.validator else 0
+        except BaseException:
+            self._file.close()
+            raise
+        self._pending: tuple[bool, Validator | None] | None = None
+        self.decoder: Decoder | None = None
 
-    def restart(self) -> None:
-        """Start the file over at the next write (the server ignored the Range)."""
-        self._restart = True
+    def _open(self) -> io.BufferedWriter:
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | _NOFOLLOW | _CLOEXEC | _NONBLOCK
+        try:
+            fd = os.open(self._name, flags, 0o666, dir_fd=self._folder.fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+                raise
+            fd = self._folder.create(self._name)  # a planted link: remove it, not follow it
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            fd = self._folder.create(self._name)
+        return open(fd, "ab", closefd=True)
+
+    def _resumable_validator(self) -> Validator | None:
+        if os.fstat(self._file.fileno()).st_size == 0:
+            return None
+        validator = None
+        if self._folder.regular_size(self._meta) is not None:
+            with self._folder.open_read(self._meta) as f:
+                validator = Validator.from_json(f.read(4096))
+        if validator is None:  # not ours, or of an encoded body: start over now
+            os.ftruncate(self._file.fileno(), 0)
+        return validator
+
+    def _hash_existing(self) -> int:
+        fd, position = self._file.fileno(), 0
+        while block := os.pread(fd, 1 << 20, position):
+            self._digest.update(block)
+            position += len(block)
+        return position
+
+    def begin(self, validator: Validator | None, decoder: Decoder | None) -> None:
+        """A complete body follows (a 200): start over, remembering *validator*.
+
+        The part is truncated and the validator written at the next write, in the
+        same thread hop. An encoded body is never resumed, so it gets no validator.
+        """
+        self._pending = (self.size > 0, None if decoder else validator)
+        self.decoder = decoder
+        self.offset = self.size = 0
+        self._digest = hashlib.sha256()
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
-        if self._restart:
-            self._restart = False
-            self._file.truncate(0)
-            self._digest = hashlib.sha256()
-        self._digest.update(data)
-        return self._file.write(data)
+        """Append a chunk of the body (decoded first); return the bytes written to disk."""
+        self._apply_pending()
+        pieces = self.decoder.feed(data) if self.decoder else (data,)
+        return sum(self._append(piece) for piece in pieces)
+
+    def _append(self, piece: bytes) -> int:
+        self._digest.update(piece)
+        self._file.write(piece)
+        self.size += len(piece)
+        return len(piece)
+
+    def _apply_pending(self) -> None:
+        if self._pending is None:
+            return
+        truncate, validator = self._pending
+        self._pending = None
+        if truncate:
+            self._file.flush()
+            os.ftruncate(self._file.fileno(), 0)
+        self._folder.unlink(self._meta)
+        if validator is not None:
+            self._folder.write_atomically(self._meta, validator.to_json())
 
     def flush(self) -> None:
         self._file.flush()
@@ -186,27 +440,44 @@ class _PartFile(io.BufferedIOBase):
         finally:
             self._file.close()
 
-    def commit(self, final: Path) -> str:
-        """Close, move into place under *final*, and return the SHA-256."""
-        if self._restart:  # restarted, and the new body was empty
-            self.write(b"")
+    def commit(self, final_name: str) -> tuple[int, str]:
+        """Finish decoding, check the bytes on disk, rename into place; (size, SHA-256).
+
+        Raises:
+            DecodeError: An encoded body was cut short.
+            PartFileChanged: The file on disk doesn't hold exactly what was written.
+        """
+        self._apply_pending()
+        if self.decoder is not None:
+            for piece in self.decoder.finish():
+                self._append(piece)
+        self._file.flush()
+        if os.fstat(self._file.fileno()).st_size != self.size:
+            raise PartFileChanged(f"{self._name} changed on disk while it was written")
         self.close()
-        os.replace(self._path, final)
-        return self._digest.hexdigest()
+        self._folder.replace(self._name, final_name)
+        self._folder.unlink(self._meta)
+        return self.size, self._digest.hexdigest()
 
     def abandon(self, *, discard: bool) -> None:
-        """Close; remove the file when asked, or when it holds nothing worth resuming."""
+        """Close; remove the part when asked, when empty, or when it can't be resumed.
+
+        A part restarted by `begin` counts as empty until it is written: its old bytes
+        belong to an older version of the file.
+        """
         self.close()
-        if discard or os.stat(self._path).st_size == 0:
-            self._path.unlink(missing_ok=True)
+        if discard or self.decoder is not None or self.size == 0:
+            self._folder.unlink(self._name)
+            self._folder.unlink(self._meta)
 
 
 class PartWriter:
-    """Writes a download's ``.part`` file through aiofiles, hashing as it goes.
+    """Writes a download's ``.part`` file through aiofiles, decoding and hashing as it goes.
 
-    Hashing rides along with each write in aiofiles' worker thread, where hashlib
-    releases the GIL, instead of costing the event loop or a second pass over the file.
-    Opening before the request tells how much is already there (`offset`), for a Range.
+    Decoding and hashing ride along with each write in aiofiles' worker thread, where
+    zlib and hashlib release the GIL, instead of costing the event loop or a second pass.
+    Opening before the request tells how much is already there (`offset`), for a Range,
+    and what the host said about the file then (`validator`), for ``If-Range``.
     """
 
     def __init__(self, part: _PartFile) -> None:
@@ -215,31 +486,52 @@ class PartWriter:
         self._done = False
 
     @classmethod
-    async def open(cls, part: Path) -> PartWriter:
-        """Open (or create) *part* to append to it."""
+    async def open(cls, folder: TaskFolder, final_name: str) -> PartWriter:
+        """Open (or create) the part file of *final_name* in *folder*, to append to it."""
         # Shielded: a cancelled open would leak the file it opened in the thread.
         with anyio.CancelScope(shield=True):
-            opened = await anyio.to_thread.run_sync(_PartFile, part)
+            opened = await anyio.to_thread.run_sync(_PartFile, folder, final_name)
         return cls(opened)
 
     @property
     def offset(self) -> int:
-        """Bytes already in the part file when it was opened."""
+        """Bytes already in the part file, resumable, when it was opened (or restarted)."""
         return self._part.offset
 
-    def restart(self) -> None:
-        """Throw away what the part file holds at the next write."""
-        self._part.restart()
+    @property
+    def size(self) -> int:
+        """Bytes in the part file now (after decoding, for an encoded body)."""
+        return self._part.size
 
-    async def write(self, chunk: bytes) -> None:
-        await self._file.write(chunk)
+    @property
+    def validator(self) -> Validator | None:
+        """What the host said about the file when the part was started."""
+        return self._part.validator
 
-    async def commit(self, final: Path) -> str:
-        """Rename the complete part file to *final*; return its SHA-256."""
+    @property
+    def decoding(self) -> bool:
+        """Whether the body is being decoded (so it will not be resumed)."""
+        return self._part.decoder is not None
+
+    def begin(self, validator: Validator | None, decoder: Decoder | None = None) -> None:
+        """Start the part over for a complete body (see `_PartFile.begin`)."""
+        self._part.begin(validator, decoder)
+
+    async def write(self, chunk: bytes) -> int:
+        """Write a chunk of the body; return the bytes that reached the file."""
+        written: int = await self._file.write(chunk)
+        return written
+
+    async def commit(self, final_name: str) -> tuple[int, str]:
+        """Rename the complete part file to *final_name*; return its size and SHA-256."""
         self._done = True
         with anyio.CancelScope(shield=True):  # half a commit would leave no file at all
-            digest = await anyio.to_thread.run_sync(self._part.commit, final)
-        return digest
+            try:
+                done = await anyio.to_thread.run_sync(self._part.commit, final_name)
+            except BaseException:
+                await anyio.to_thread.run_sync(lambda: self._part.abandon(discard=True))
+                raise
+        return done
 
     async def aclose(self, *, discard: bool = False) -> None:
         """Close without committing: keep the bytes for a resume, unless *discard*."""

@@ -32,14 +32,23 @@ Tier = Literal[
     "Gen-2.5-High",
     "Gen-2.5-Extreme-High",
 ]
+"""The generation tiers ``POST /rodin`` accepts (``tier=``)."""
 ConditionMode = Literal["concat", "fuse"]
+"""How several images condition one generation (``condition_mode=``)."""
 GeometryFormat = Literal["glb", "usdz", "fbx", "obj", "stl"]
+"""The file formats a model can be delivered in (``geometry_file_format=``)."""
 Material = Literal["PBR", "Shaded", "All", "None"]
+"""The materials of a generated model (``material=``)."""
 Quality = Literal["high", "medium", "low", "extra-low"]
+"""Face-count presets of a generated mesh (``quality=``)."""
 MeshMode = Literal["Quad", "Raw"]
+"""Quad faces, or the raw triangle mesh (``mesh_mode=``)."""
 GeometryInstructMode = Literal["faithful", "creative"]
+"""How closely the geometry follows the inputs (``geometry_instruct_mode=``)."""
 TextureMaterial = Literal["PBR", "Shaded"]
+"""The materials of a texture-only generation (``generate_texture(material=)``)."""
 TextureResolution = Literal["Basic", "High"]
+"""The resolutions of a texture-only generation (``generate_texture(resolution=)``)."""
 
 #: An image or model to upload: a path, raw bytes, or an open binary file.
 FileInput = Union[str, "os.PathLike[str]", bytes, IO[bytes]]

@@ -1,116 +1,114 @@
-"""The manifest that lets a re-run skip finished tasks.
+"""The manifest that lets a re-run skip finished tasks, and keep files that still match.
 
 When every file of a task is on disk, ``dest/<task_uuid>/.rodin-manifest.json`` records
 each file's listed name, file name, size and SHA-256. It is written atomically and only
 after the files are final, so it never claims a file that isn't complete. A later run
-that finds the manifest and the files still matching it skips the task entirely.
+that finds the manifest and the files still matching it skips the task entirely; one
+that finds some files missing or damaged downloads only those.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-from pathlib import Path
+import typing
+from collections.abc import Sequence
 from typing import Literal
 
-import anyio
 import attrs
 
-from ._files import safe_name
+from ._errors import ConfigurationError
+from ._files import TaskFolder, safe_name
 from ._models import DownloadedFile
 
 MANIFEST_NAME = ".rodin-manifest.json"
 _VERSION = 1
-Verify = Literal["size", "sha256"]
+_MAX_BYTES = 16 << 20  # far more than any task's list; a bigger file is not ours
+
+FileCheck = Literal["size", "sha256"]
+"""How files an earlier run downloaded are checked before they are kept: by size, or
+also by SHA-256 (reads every file)."""
+
+_FILE_CHECKS = ("size", "sha256")
+
+
+def check_file_check(value: object) -> FileCheck:
+    """Return *value* if it is a `FileCheck`; raise `ConfigurationError` otherwise."""
+    if value in _FILE_CHECKS:
+        return typing.cast(FileCheck, value)
+    raise ConfigurationError(f"check must be one of {_FILE_CHECKS}, got {value!r}")
 
 
 @attrs.frozen
-class _Entry:
+class Entry:
+    """One file as the manifest records it."""
+
     name: str
     file: str
     size: int
     sha256: str
 
 
-async def write_manifest(directory: Path, task_uuid: str, files: list[DownloadedFile]) -> None:
-    """Record *files* as the complete result of *task_uuid* (atomically)."""
+def write_manifest(folder: TaskFolder, task_uuid: str, files: Sequence[DownloadedFile]) -> None:
+    """Record *files* as the complete result of *task_uuid* (atomically; blocking)."""
     entries = [
         {"name": f.name, "file": f.path.name, "size": f.size, "sha256": f.sha256} for f in files
     ]
     body = json.dumps({"version": _VERSION, "task_uuid": task_uuid, "files": entries}, indent=1)
-    await anyio.to_thread.run_sync(_write_atomically, directory / MANIFEST_NAME, body)
+    folder.write_atomically(MANIFEST_NAME, body.encode())
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    temp = path.with_name(path.name + ".part")
-    try:
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)  # a full disk must not leave a stray temp file
-        raise
+def intact_files(folder: TaskFolder, task_uuid: str, check: FileCheck) -> list[DownloadedFile]:
+    """The files the manifest records that are still intact on disk (blocking).
 
-
-async def reuse_or_forget(
-    directory: Path, task_uuid: str, verify: Verify, *, reuse: bool = True
-) -> list[DownloadedFile] | None:
-    """The files the manifest records, if *reuse* and they are all still intact on disk.
-
-    Sizes are always compared; hashes too when *verify* is ``"sha256"``. Otherwise the
-    manifest is removed, since the task's files are about to change, and None returned.
-    One worker-thread hop for both.
+    Sizes are always compared; hashes too when *check* is ``"sha256"``. A file that is
+    a link, or not a plain file, is not intact.
     """
-    return await anyio.to_thread.run_sync(_reuse_or_forget, directory, task_uuid, verify, reuse)
+    entries = read_entries(folder, task_uuid) or []
+    return [
+        DownloadedFile(e.name, folder.path / e.file, e.size, e.sha256, attempts=0)
+        for e in entries
+        if _intact(folder, e, check)
+    ]
 
 
-def _reuse_or_forget(
-    directory: Path, task_uuid: str, verify: Verify, reuse: bool
-) -> list[DownloadedFile] | None:
-    files = _verified_files(directory, task_uuid, verify) if reuse else None
-    if files is None:
-        (directory / MANIFEST_NAME).unlink(missing_ok=True)
-    return files
-
-
-def _verified_files(directory: Path, task_uuid: str, verify: Verify) -> list[DownloadedFile] | None:
-    entries = _read_entries(directory / MANIFEST_NAME, task_uuid)
-    if entries is None:
+def all_intact(folder: TaskFolder, task_uuid: str, check: FileCheck) -> list[DownloadedFile] | None:
+    """Every file the manifest records, if all are intact; None otherwise (blocking)."""
+    entries = read_entries(folder, task_uuid)
+    if entries is None or not all(_intact(folder, e, check) for e in entries):
         return None
-    files = []
-    for entry in entries:
-        path = directory / entry.file
-        try:
-            size = path.stat().st_size
-        except OSError:
-            return None
-        if size != entry.size or (verify == "sha256" and sha256_file(path) != entry.sha256):
-            return None
-        files.append(DownloadedFile(entry.name, path, size, entry.sha256, attempts=0))
-    return files
+    return [
+        DownloadedFile(e.name, folder.path / e.file, e.size, e.sha256, attempts=0)
+        for e in entries
+    ]
 
 
-def _read_entries(path: Path, task_uuid: str) -> list[_Entry] | None:
+def forget(folder: TaskFolder) -> None:
+    """Remove the manifest: the task's files are about to change (blocking)."""
+    folder.unlink(MANIFEST_NAME)
+
+
+def _intact(folder: TaskFolder, entry: Entry, check: FileCheck) -> bool:
+    if folder.regular_size(entry.file) != entry.size:
+        return False
+    return check != "sha256" or folder.sha256(entry.file) == entry.sha256
+
+
+def read_entries(folder: TaskFolder, task_uuid: str) -> list[Entry] | None:
     """The manifest's entries, or None if it is missing, corrupt, or not this task's."""
+    if folder.regular_size(MANIFEST_NAME) is None:
+        return None
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        with folder.open_read(MANIFEST_NAME) as f:
+            raw = json.loads(f.read(_MAX_BYTES))
         if raw["version"] != _VERSION or raw["task_uuid"] != task_uuid:
             return None
         entries = [
-            _Entry(e["name"], e["file"], int(e["size"]), str(e["sha256"])) for e in raw["files"]
+            Entry(str(e["name"]), str(e["file"]), int(e["size"]), str(e["sha256"]))
+            for e in raw["files"]
         ]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
     # A hand-edited manifest must not point outside the task folder either.
     if any(safe_name(e.file) != e.file for e in entries):
         return None
     return entries
-
-
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file (blocking: run it in a worker thread)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -12,7 +13,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
-from ._errors import ResponseFormatError, RodinError
+from ._errors import ResponseFormatError, RodinError, error_key
 
 T = TypeVar("T")
 
@@ -54,14 +55,23 @@ class DownloadedFile:
     resumed: bool = False
 
 
+def _files(files: Iterable[DownloadedFile]) -> tuple[DownloadedFile, ...]:
+    return tuple(files)
+
+
 @attrs.frozen
 class TaskDownload:
     """The outcome of downloading one task.
 
+    Hashable, picklable and compared by value: two results are equal when they name
+    the same task, directory, files and outcome. Errors compare by their type and
+    message (``args``), since exceptions themselves compare by identity; so a result
+    is still equal to itself after a pickle round trip.
+
     Attributes:
         task_uuid: The task.
         directory: ``dest/<task_uuid>``, where its files went.
-        files: The files that are complete on disk.
+        files: The files that are complete on disk, in listing order.
         error: Why the task (or some of its files) failed; None on success.
         skipped: True when an earlier run had already completed the task (its manifest
             matched the files on disk), so nothing was downloaded.
@@ -69,8 +79,8 @@ class TaskDownload:
 
     task_uuid: str
     directory: Path
-    files: list[DownloadedFile] = attrs.Factory(list)
-    error: RodinError | None = None
+    files: tuple[DownloadedFile, ...] = attrs.field(default=(), converter=_files)
+    error: RodinError | None = attrs.field(default=None, eq=error_key)
     skipped: bool = False
 
     @property
@@ -116,11 +126,19 @@ class Job:
     raw_status: str
 
 
+def _jobs(jobs: Iterable[Job]) -> tuple[Job, ...]:
+    return tuple(jobs)
+
+
 @attrs.frozen
 class TaskStatus:
-    """The jobs of a generation task, from ``POST /status``."""
+    """The jobs of a generation task, from ``POST /status``.
 
-    jobs: list[Job]
+    Attributes:
+        jobs: Every job of the task, as the API listed them.
+    """
+
+    jobs: tuple[Job, ...] = attrs.field(converter=_jobs)
 
     @property
     def done(self) -> bool:
@@ -131,6 +149,10 @@ class TaskStatus:
     def failed(self) -> bool:
         """True when any job Failed or was Canceled."""
         return any(j.status in _FAILED for j in self.jobs)
+
+
+def _strings(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
 
 
 @attrs.frozen
@@ -147,7 +169,7 @@ class GenerationJob:
 
     uuid: str
     subscription_key: str
-    job_uuids: list[str] = attrs.Factory(list)
+    job_uuids: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     message: str | None = None
     prompt: str | None = None
 
@@ -258,23 +280,29 @@ def make_converter() -> cattrs.Converter:
 _converter = make_converter()
 
 
-def parse_json(body: bytes, *, status_code: int) -> object:
-    """Decode an API body, or raise `ResponseFormatError`."""
+def parse_json(
+    body: bytes, *, status_code: int, headers: Mapping[str, str] | None = None
+) -> object:
+    """Decode an API body, or raise `ResponseFormatError` (with the answer's headers)."""
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # Recursion: deep nesting
         raise ResponseFormatError(
             f"the API answered with something that is not JSON: {_preview(body)!r}",
             status_code=status_code,
+            headers=headers,
         ) from exc
 
 
-def structure(raw: object, cls: type[T], *, status_code: int) -> T:
+def structure(
+    raw: object, cls: type[T], *, status_code: int, headers: Mapping[str, str] | None = None
+) -> T:
     """Structure decoded JSON as *cls*; any mismatch becomes `ResponseFormatError`."""
     if not isinstance(raw, dict):
         raise ResponseFormatError(
             f"the API answered with a JSON {type(raw).__name__}, expected an object",
             status_code=status_code,
+            headers=headers,
         )
     try:
         return _converter.structure(raw, cls)
@@ -282,6 +310,7 @@ def structure(raw: object, cls: type[T], *, status_code: int) -> T:
         raise ResponseFormatError(
             f"the API's answer does not have the documented shape: {_explain(exc)}",
             status_code=status_code,
+            headers=headers,
         ) from exc
 
 

@@ -7,15 +7,23 @@ The waiting itself is stamina's (exponential backoff with jitter, bounded attemp
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
 from collections.abc import AsyncIterable, Callable
 
 import attrs
 import httpx
 import stamina
 
-from ._errors import APIError, DownloadError, RateLimitError, TransportError
+from ._errors import APIError, CertificateError, DownloadError, RateLimitError, TransportError
+from ._headers import retry_after as parse_retry_after
+
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "RetryPolicy",
+    "RetryableDownloadError",
+    "is_retryable",
+    "parse_retry_after",
+    "safe_to_resend",
+]
 
 # Statuses that say "not now" rather than "never": timeouts, throttling, server trouble.
 RETRYABLE_STATUSES = frozenset(
@@ -35,7 +43,7 @@ class RetryPolicy:
     *wait_jitter* seconds of random jitter. A ``Retry-After`` header from the server
     replaces the computed wait, capped at *max_retry_after*.
 
-    Args:
+    Attributes:
         attempts: Tries per API call or file, including the first one.
         wait_initial: First backoff, in seconds.
         wait_max: Longest computed backoff, in seconds.
@@ -96,27 +104,9 @@ def safe_to_resend(exc: BaseException) -> bool:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """True for failures that another attempt may fix."""
+    """True for failures that another attempt may fix (an untrusted certificate is not)."""
+    if isinstance(exc, CertificateError):
+        return False
     if isinstance(exc, (TransportError, RetryableDownloadError, RateLimitError)):
         return True
     return isinstance(exc, APIError) and exc.status_code in RETRYABLE_STATUSES
-
-
-def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date).
-
-    Returns None when the header is absent or unreadable: a garbled header should
-    fall back to normal backoff, not fail the request.
-    """
-    if value is None or not (value := value.strip()):
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # RFC 9110 dates are GMT; treat naive ones the same
-        when = when.replace(tzinfo=dt.timezone.utc)
-    now = now or dt.datetime.now(dt.timezone.utc)
-    return max(0.0, (when - now).total_seconds())

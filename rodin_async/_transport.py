@@ -413,7 +413,9 @@ class FileTransport(httpx.AsyncBaseTransport):
     Args:
         limits: Connection pool limits.
         read_size: The receive buffer per connection: the most one read returns.
-        verify: As httpx's ``verify``: True, a CA bundle path, or an ``SSLContext``.
+        verify: As httpx's ``verify``: True, False, or an ``SSLContext``.
+        proxy: An HTTP(S) proxy to tunnel through (``CONNECT`` for https URLs), as
+            httpx's own transport does.
     """
 
     def __init__(
@@ -421,15 +423,34 @@ class FileTransport(httpx.AsyncBaseTransport):
         limits: httpx.Limits,
         *,
         read_size: int = READ_SIZE,
-        verify: ssl.SSLContext | str | bool = True,
+        verify: ssl.SSLContext | bool = True,
+        proxy: httpx.Proxy | None = None,
     ) -> None:
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_BufferedBackend(read_size),
-        )
+        context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
+        backend = _BufferedBackend(read_size)
+        pool_options: dict[str, typing.Any] = {
+            "ssl_context": context,
+            "max_connections": limits.max_connections,
+            "max_keepalive_connections": limits.max_keepalive_connections,
+            "keepalive_expiry": limits.keepalive_expiry,
+            "network_backend": backend,
+        }
+        self._pool: httpcore.AsyncConnectionPool
+        if proxy is None:
+            self._pool = httpcore.AsyncConnectionPool(**pool_options)
+        else:
+            self._pool = httpcore.AsyncHTTPProxy(
+                proxy_url=httpcore.URL(
+                    scheme=proxy.url.raw_scheme,
+                    host=proxy.url.raw_host,
+                    port=proxy.url.port,
+                    target=proxy.url.raw_path,
+                ),
+                proxy_auth=proxy.raw_auth,
+                proxy_headers=proxy.headers.raw,
+                proxy_ssl_context=proxy.ssl_context,
+                **pool_options,
+            )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, httpx.AsyncByteStream)  # noqa: S101  (httpx's own check)

@@ -67,6 +67,21 @@ class _Closing(httpx.AsyncByteStream):
 
 
 MANIFEST = ".rodin-manifest.json"
+LOCK = ".rodin.lock"  # the task folder's cross-process lock; it stays, empty
+
+
+def plant_part(directory: Path, name: str, data: bytes, *, total: int | None = None) -> Path:
+    """Leave a resumable ``.part`` of *name*, as a crashed run would: bytes and validator.
+
+    The validator records only the file's *total* length, as from a host that sends no
+    ETag or Last-Modified; without one the part would be started over.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    part = directory / f".{name}.part"
+    part.write_bytes(data)
+    meta = {"etag": None, "last_modified": None, "total": total}
+    (directory / f".{name}.meta").write_text(json.dumps(meta))
+    return part
 
 
 def assert_complete(server: FakeRodin, result: TaskDownload) -> None:
@@ -85,7 +100,7 @@ def assert_complete(server: FakeRodin, result: TaskDownload) -> None:
     assert [(e["file"], e["size"], e["sha256"]) for e in manifest["files"]] == [
         (f.path.name, f.size, f.sha256) for f in result.files
     ]
-    assert sorted(p.name for p in result.directory.iterdir()) == sorted(
+    assert sorted(p.name for p in result.directory.iterdir() if p.name != LOCK) == sorted(
         [MANIFEST, *(f.path.name for f in result.files)]
     )
 

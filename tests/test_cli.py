@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner, Result
 
+from rodin_async import AsyncRodin
 from rodin_async._cli import main
 from rodin_async._cli._app import app
+from rodin_async._cli._download import rerun_options
 from rodin_async._cli._inputs import collect_uuids
 from rodin_async.testing import FakeRodin, Fault
 
@@ -55,7 +60,8 @@ def test_help_lists_every_command() -> None:
     """--help names every command, the demo first."""
     result = invoke("--help")
     assert result.exit_code == 0
-    names = ["demo", "download", "files", "generate", "status", "wait", "balance", "fake-server"]
+    names = ["demo", "download", "files", "generate", "generate-texture", "status", "wait"]
+    names += ["balance", "fake-server"]
     for name in names:
         assert name in result.stdout
     assert result.stdout.index("│ demo") < result.stdout.index("│ download")
@@ -106,14 +112,19 @@ def test_rejected_key_stops_the_run(
     result = invoke("download", *uuids, "-o", str(tmp_path))
     assert result.exit_code == 2
     assert "API key was rejected" in result.stderr
+    assert "Active API key is required; check RODIN_API_KEY" in result.stderr  # not ".;"
     assert "not-the-key" not in result.output
 
 
-def test_bad_uuid_is_a_usage_error(env: FakeRodin, tmp_path: Path) -> None:
-    """A uuid that can't name a folder is refused before anything downloads."""
-    result = invoke("download", "../escape", "-o", str(tmp_path))
-    assert result.exit_code == 2
-    assert "escape" in result.stderr
+def test_bad_uuid_argument_is_skipped_and_counted(env: FakeRodin, tmp_path: Path) -> None:
+    """A uuid argument that can't name a folder is reported, skipped, and makes the exit 1."""
+    good = task(env)
+    result = invoke("download", "../escape", good, "-o", str(tmp_path / "out"), "--json")
+    assert result.exit_code == 1
+    assert "argument 1: '../escape' looks like a path, not a task id (skipped)" in result.stderr
+    assert [line["uuid"] for line in json_lines(result)] == [good]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [good]
+    assert not (tmp_path / "escape").exists()
 
 
 def test_unreadable_uuid_file_is_a_usage_error(tmp_path: Path) -> None:
@@ -141,7 +152,61 @@ def test_collect_uuids_merges_sources_in_order(tmp_path: Path) -> None:
     """Arguments, then files; blanks and comments skipped; first mention kept."""
     listing = tmp_path / "uuids.txt"
     listing.write_text("# exported today\n\nb\n  c  # the chair\nA\nb\n")
-    assert collect_uuids(["A", "b"], [str(listing)]) == ["A", "b", "c"]
+    assert collect_uuids(["A", "b"], [str(listing)]).uuids == ["A", "b", "c"]
+
+
+def test_messy_file_is_read_leniently(tmp_path: Path) -> None:
+    """A BOM, CRLF, blank lines, comments (whole and trailing) and spaces are all fine."""
+    listing = tmp_path / "uuids.txt"
+    text = "\ufeffa1b2\r\n\r\n# header\r\n  c3-d4  \r\ne_5\t# trailing\r\n\u00a0f6\u00a0\r\n"
+    listing.write_bytes(text.encode("utf-8"))
+    wanted = collect_uuids([], [str(listing)])
+    assert (wanted.uuids, wanted.rejected) == (["a1b2", "c3-d4", "e_5", "f6"], [])
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ('"0a1b2c3d-1111-4222-8333-444455556666"', "is in quotes; write the task id without"),
+        ("../../etc", "looks like a path, not a task id"),
+        ("...", "is a placeholder from an example, not a task id"),
+        ("not a uuid", "has spaces inside; write one task id per line"),
+        ("uuid,", "contains ','; a task id is letters, digits, '-' and '_'"),
+        ("-rf", "starts with '-'"),
+        ("x" * 201, "is longer than 200 characters"),
+    ],
+)
+def test_line_that_cannot_be_a_task_id_is_reported(tmp_path: Path, line: str, why: str) -> None:
+    """Each kind of bad line is reported as FILE:LINE with a reason that fits it."""
+    listing = tmp_path / "uuids.txt"
+    listing.write_text(f"good-1\n{line}\ngood-2\n")
+    wanted = collect_uuids([], [str(listing)])
+    assert wanted.uuids == ["good-1", "good-2"]
+    [rejected] = wanted.rejected
+    assert str(rejected).startswith(f"{listing}:2: ")
+    assert why in rejected.why
+    assert "separator" not in rejected.why
+
+
+def test_placeholder_argument_is_ignored_with_a_note(env: FakeRodin, tmp_path: Path) -> None:
+    """`download U1 U2 ...` as an example prints it: the '...' is noted, not a failure."""
+    uuids = [task(env), task(env)]
+    result = invoke("download", *uuids, "...", "-o", str(tmp_path), "--json")
+    assert result.exit_code == 0, result.output
+    assert "note: ignored '...'" in result.stderr
+    assert sorted(line["uuid"] for line in json_lines(result)) == sorted(uuids)
+
+
+def test_only_bad_lines_download_nothing_and_fail(tmp_path: Path) -> None:
+    """A list with no usable uuid: each line reported, nothing downloaded, exit 1."""
+    listing = tmp_path / "uuids.txt"
+    listing.write_text("uuid,\n'x'\n")
+    result = invoke("download", "--from-file", str(listing), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert f"{listing}:1: 'uuid,' contains ','" in result.stderr
+    assert f"{listing}:2: " in result.stderr
+    assert "no task uuids to download" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_stdin_with_comments_blanks_and_duplicates(env: FakeRodin, tmp_path: Path) -> None:
@@ -163,6 +228,18 @@ def test_empty_uuid_file_is_nothing_to_do(tmp_path: Path) -> None:
 
 
 # -- download --------------------------------------------------------------------------------
+
+
+def test_rerun_options_repeat_what_was_given() -> None:
+    """Options set to something other than their default are repeated; -o always is."""
+    argv = rerun_options(
+        ("-o", Path("out dir"), None),
+        ("-j", 8, 8),
+        ("--proxy", "http://proxy:3128", None),
+        ("--ca-bundle", None, None),
+        ("--check", "sha256", "size"),
+    )
+    assert argv == ["-o", "out dir", "--proxy", "http://proxy:3128", "--check", "sha256"]
 
 
 def test_json_lines_report_each_task(env: FakeRodin, tmp_path: Path) -> None:
@@ -198,12 +275,26 @@ def test_rerun_skips_finished_tasks(env: FakeRodin, tmp_path: Path) -> None:
     """A second run reports finished tasks as skipped; --overwrite downloads them again."""
     uuid = task(env)
     assert invoke("download", uuid, "-o", str(tmp_path)).exit_code == 0
-    again = invoke("download", uuid, "-o", str(tmp_path), "--json", "--verify", "sha256")
+    again = invoke("download", uuid, "-o", str(tmp_path), "--json", "--check", "sha256")
     assert again.exit_code == 0
     assert json_lines(again)[0]["status"] == "skipped"
     assert "tasks skipped" in again.stderr
+    assert "skipped" in again.stderr and "2 files" in again.stderr  # the task's own row
+    assert re.search(r"files\s+2 \(0 downloaded, 2 already present\)", again.stderr)
     forced = invoke("download", uuid, "-o", str(tmp_path), "--json", "--overwrite")
     assert json_lines(forced)[0]["status"] == "ok"
+
+
+def test_rerun_after_a_deleted_file_counts_it_apart(env: FakeRodin, tmp_path: Path) -> None:
+    """One file of a finished task deleted: the summary says 1 downloaded, 1 already present."""
+    uuid = task(env)
+    assert invoke("download", uuid, "-o", str(tmp_path)).exit_code == 0
+    (tmp_path / uuid / "preview.webp").unlink()
+    again = invoke("download", uuid, "-o", str(tmp_path))
+    assert again.exit_code == 0, again.output
+    assert re.search(r"files\s+2 \(1 downloaded, 1 already present\)", again.stderr)
+    size = FILES["base_basic_pbr.glb"] + FILES["preview.webp"]
+    assert re.search(rf"size\s+{size / 1000:.1f} kB \(20.0 kB downloaded, ", again.stderr)
 
 
 def test_retries_are_counted(env: FakeRodin, tmp_path: Path) -> None:
@@ -307,6 +398,75 @@ def test_generate_refuses_bad_arguments(env: FakeRodin) -> None:
     result = invoke("generate", "--prompt", "x", "--tier", "Bogus")
     assert result.exit_code == 2
     assert "tier" in result.stderr
+
+
+# The library's keyword and the CLI's parameter, where the CLI names it differently.
+CLI_NAMES = {
+    "images": "image",
+    "TAPose": "ta_pose",
+    "bbox_condition": "bbox",
+    "addons": "addon",
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "command"),
+    [(AsyncRodin.generate, "generate"), (AsyncRodin.generate_texture, "generate-texture")],
+)
+def test_generate_commands_offer_every_field_of_the_library(method: object, command: str) -> None:
+    """Each keyword of generate/generate_texture is an option (or argument) of the command."""
+    click_command = typer.main.get_command(app).commands[command]  # type: ignore[attr-defined]
+    offered = {param.name for param in click_command.params}
+    wanted = set(inspect.signature(method).parameters) - {"self"}  # type: ignore[arg-type]
+    assert {CLI_NAMES.get(name, name) for name in wanted} <= offered
+
+
+def test_generate_sends_every_option(env: FakeRodin) -> None:
+    """Choices, switches, the bbox and addons reach the form as the API spells them."""
+    result = invoke(
+        "generate", "--prompt", "a lamp", "--tier", "Gen-2", "--material", "Shaded",
+        "--format", "fbx", "--quality", "low", "--quality-override", "5000",
+        "--mesh-mode", "Raw", "--mesh-simplify", "--no-ta-pose", "--bbox", "1", "2", "3",
+        "--addon", "HighPack", "--condition-mode", "fuse", "--hd-texture",
+        "--texture-mode", "x", "--geometry-instruct-mode", "creative", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    form = env.submissions[-1].fields
+    assert form["tier"] == ["Gen-2"] and form["material"] == ["Shaded"]
+    assert form["geometry_file_format"] == ["fbx"] and form["quality"] == ["low"]
+    assert form["quality_override"] == ["5000"] and form["mesh_mode"] == ["Raw"]
+    assert form["mesh_simplify"] == ["true"] and form["TAPose"] == ["false"]
+    assert json.loads(form["bbox_condition"][0]) == [1, 2, 3]
+    assert form["addons"] == ["HighPack"] and form["condition_mode"] == ["fuse"]
+    assert form["hd_texture"] == ["true"] and form["geometry_instruct_mode"] == ["creative"]
+    assert "use_hyper" not in form  # left out: not sent, the API's default applies
+
+
+def test_generate_refuses_a_value_outside_its_choices(env: FakeRodin) -> None:
+    """--material Gold is a usage error naming the choices, before anything is sent."""
+    before = len(env.submissions)
+    result = invoke("generate", "--prompt", "x", "--material", "Gold")
+    assert result.exit_code == 2
+    assert "Shaded" in result.stderr
+    assert len(env.submissions) == before
+
+
+def test_generate_texture_submits_waits_and_downloads(env: FakeRodin, tmp_path: Path) -> None:
+    """generate-texture IMAGE MODEL -o DIR: the texture endpoint, then the results on disk."""
+    image, model = tmp_path / "look.png", tmp_path / "mesh.glb"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    model.write_bytes(b"glTF" + bytes(100))
+    out = tmp_path / "out"
+    args = [str(image), str(model), "--material", "PBR", "--resolution", "High"]
+    result = invoke("generate-texture", *args, "-o", str(out), "--interval", "0.1", "--json")
+    assert result.exit_code == 0, result.output
+    submission = env.submissions[-1]
+    assert submission.endpoint == "rodin_texture_only"
+    assert submission.fields["resolution"] == ["High"]
+    assert [name for name, _ in submission.files["model"]] == ["mesh.glb"]
+    job, downloaded = json_lines(result)
+    assert downloaded["uuid"] == job["uuid"] and downloaded["status"] == "ok"
+    assert (out / str(job["uuid"]) / "preview.webp").is_file()
 
 
 def test_demo_verifies_every_file() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,12 +13,14 @@ from rich.console import Console
 
 from rodin_async import (
     AsyncRodin,
+    DownloadedFile,
     FileFailed,
     FileFinished,
     FileProgress,
     FileRetried,
     FileStarted,
     RodinError,
+    TaskDownload,
     TaskStarted,
     TransportError,
 )
@@ -51,6 +55,53 @@ def test_tally_counts_a_resumed_file_once() -> None:
     tally.on_event(FileFinished("t", "a.glb", Path("a.glb"), 100))
     assert (tally.bytes_on_disk, tally.bytes_received, tally.retries) == (100, 100, 1)
     assert (tally.files_done, tally.active) == (1, {})
+
+
+def test_summary_adds_up_downloaded_resumed_and_present_files() -> None:
+    """files = downloaded + already present; size = downloaded + resumed + present."""
+    tally = Tally(tasks_total=2)
+    tally.on_event(TaskStarted("t", 2))
+    tally.on_event(started("t", "a", 100, offset=40))  # an earlier run left 40 bytes
+    tally.on_event(FileProgress("t", "a", Path("a"), 60, 100))
+    tally.on_event(FileFinished("t", "a", Path("a"), 100))
+    kept = DownloadedFile("b", Path("b"), 1000)  # still matched the manifest: kept
+    tally.record(TaskDownload("t", Path("t"), [DownloadedFile("a", Path("a"), 100), kept]))
+    tally.record(TaskDownload("s", Path("s"), [kept, kept], skipped=True))
+    assert (tally.files_done, tally.files_present) == (1, 3)
+    assert (tally.bytes_downloaded, tally.bytes_resumed, tally.bytes_present) == (60, 40, 3000)
+    console = terminal()
+    console.print(summary_table(tally))
+    text = console.export_text()
+    assert re.search(r"files\s+4 \(1 downloaded, 3 already present\)", text)
+    assert "3.1 kB (60 bytes downloaded, 40 bytes resumed, 3.0 kB already present)" in text
+    assert "60 bytes received" in text
+
+
+def test_partly_kept_and_skipped_tasks_count_as_done_in_the_live_view() -> None:
+    """A task with one of three files kept, and a skipped one: files 5/5, total known."""
+    tally = Tally(tasks_total=2)
+    tally.on_event(TaskStarted("t", 3))
+    for name in ("a", "b"):
+        tally.on_event(started("t", name, 100))
+        tally.on_event(FileFinished("t", name, Path(name), 100))
+    files = [DownloadedFile(n, Path(n), 100) for n in ("a", "b", "kept")]
+    tally.record(TaskDownload("t", Path("t"), files))
+    tally.record(TaskDownload("s", Path("s"), files[:2], skipped=True))
+    console = terminal()
+    console.print(ProgressView(tally))
+    assert "files 5/5" in console.export_text()
+    assert tally.estimated_total() == 200  # only what transfers: the kept file never does
+
+
+def test_retry_that_starts_over_resumes_nothing() -> None:
+    """A resumed .part discarded by a retry from offset 0 is not counted as resumed."""
+    tally = Tally(tasks_total=1)
+    tally.on_event(started("t", "a", 100, offset=40))
+    tally.on_event(FileRetried("t", "a", Path("a"), 1, TransportError("wrong range")))
+    tally.on_event(started("t", "a", 100, offset=0, attempt=2))
+    tally.on_event(FileProgress("t", "a", Path("a"), 100, 100))
+    tally.on_event(FileFinished("t", "a", Path("a"), 100))
+    assert (tally.bytes_downloaded, tally.bytes_resumed) == (100, 0)
 
 
 def test_tally_extrapolates_the_total_from_what_it_has_seen() -> None:
@@ -92,7 +143,7 @@ def test_view_shows_counts_and_active_files() -> None:
 
 def test_summary_after_ctrl_c_counts_unfinished_tasks() -> None:
     """An interrupted run's summary says how many tasks did not finish."""
-    tally = Tally(tasks_total=5, interrupted=True)
+    tally = Tally(tasks_total=5, stopped_by=signal.SIGINT)
     console = terminal()
     console.print(summary_table(tally))
     assert "tasks not finished" in console.export_text()

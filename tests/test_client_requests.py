@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import pickle
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -240,3 +243,106 @@ async def test_download_many_refuses_a_bare_string() -> None:
         with pytest.raises(InvalidTaskError, match="not one string"):
             rodin.download_many("task-uuid", "out")
     assert seen == []
+
+
+@pytest.mark.parametrize(
+    ("response", "error"),
+    [
+        (httpx.Response(400, json={"error": "BAD"}, headers={"X-Request-Id": "r-1"}), APIError),
+        (httpx.Response(403, text="no", headers={"x-request-id": "r-1"}), AuthenticationError),
+        (httpx.Response(201, json={"error": "NOPE"}, headers={"X-REQUEST-ID": "r-1"}), APIError),
+        (httpx.Response(201, text="<html>", headers={"X-Request-Id": "r-1"}), ResponseFormatError),
+        (httpx.Response(201, json={"error": "OK"}, headers={"X-Request-Id": "r-1"}),
+         ResponseFormatError),
+    ],
+)  # fmt: skip
+async def test_api_errors_keep_the_answers_headers(
+    response: httpx.Response, error: type[APIError]
+) -> None:
+    """Every APIError keeps the status, a read-only copy of the headers and the request id."""
+    response.headers["Server"] = "rodin"
+    transport, _ = recording(lambda r: response)
+    async with AsyncRodin(KEY, base_url="https://api.example/api/v2", transport=transport) as rodin:
+        with pytest.raises(error) as info:
+            await rodin.list_files("t")
+    exc = info.value
+    assert exc.status_code == response.status_code
+    assert exc.request_id == "r-1"
+    assert exc.headers["server"] == exc.headers["SERVER"] == "rodin"
+    with pytest.raises(TypeError):
+        exc.headers["server"] = "changed"  # type: ignore[index]
+    response.headers["Server"] = "changed later"
+    assert exc.headers["server"] == "rodin"
+
+
+async def test_rate_limit_error_keeps_headers_and_retry_after() -> None:
+    """A 429 that outlasts the retries keeps Retry-After both parsed and as a header."""
+    headers = {"Retry-After": "7", "Request-Id": "abc"}
+    transport, _ = recording(lambda r: httpx.Response(429, headers=headers))
+    retry = rodin_async.RetryPolicy(attempts=2)
+    async with AsyncRodin(
+        KEY, base_url="https://api.example/", transport=transport, retry=retry
+    ) as rodin:
+        with pytest.raises(RateLimitError) as info:
+            await rodin.balance()
+    assert (info.value.retry_after, info.value.headers["retry-after"]) == (7.0, "7")
+    assert info.value.request_id == "abc"
+
+
+async def test_api_error_headers_never_hold_the_key() -> None:
+    """A server echoing our Authorization header back leaves no trace of the key on the error."""
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        sent = request.headers["authorization"]
+        echoed = {"Authorization": sent, "X-Echo": sent, "X-Key": KEY, "Set-Cookie": "s=1"}
+        return httpx.Response(500, headers={**echoed, "X-Request-Id": "r-9"})
+
+    transport, _ = recording(echo)
+    retry = rodin_async.RetryPolicy(attempts=1)
+    async with AsyncRodin(
+        KEY, base_url="https://api.example/", transport=transport, retry=retry
+    ) as rodin:
+        with pytest.raises(APIError) as info:
+            await rodin.balance()
+    exc = info.value
+    assert dict(exc.headers) == {"x-request-id": "r-9"}
+    assert KEY not in repr(exc.headers) + str(exc) + repr(exc)
+    assert KEY.encode() not in pickle.dumps(exc)
+
+
+def test_api_errors_survive_pickling() -> None:
+    """An APIError pickles with its status, headers, request id and message intact."""
+    exc = RateLimitError(
+        "slow down", code="RATE", status_code=429, retry_after=3.0,
+        headers={"X-Request-Id": "r-2", "Retry-After": "3"},
+    )  # fmt: skip
+    copy = pickle.loads(pickle.dumps(exc))  # noqa: S301  (bytes we just made)
+    assert type(copy) is RateLimitError
+    assert (copy.code, copy.status_code, copy.retry_after, copy.message) == (
+        "RATE", 429, 3.0, "slow down"
+    )  # fmt: skip
+    assert dict(copy.headers) == {"x-request-id": "r-2", "retry-after": "3"}
+    assert copy.request_id == "r-2"
+    assert str(copy) == str(exc)
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+async def test_mock_transport_serves_downloads_too(tmp_path: Path, encoding: str) -> None:
+    """httpx.MockTransport answers built with content=... work for file downloads as well."""
+    body = b"glTF" + bytes(range(256)) * 40
+    wire = gzip.compress(body) if encoding == "gzip" else body
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "api.example":
+            return listing(("a.glb", "https://files.example/a.glb?sig=1"))
+        return httpx.Response(200, content=wire, headers={"Content-Encoding": encoding})
+
+    transport, seen = recording(handler)
+    async with AsyncRodin(KEY, base_url="https://api.example/", transport=transport) as rodin:
+        result = await rodin.download("task-1", tmp_path)
+        (again,) = [r async for r in rodin.download_many(["task-2"], tmp_path)]
+    assert (tmp_path / "task-1" / "a.glb").read_bytes() == body
+    assert (tmp_path / "task-2" / "a.glb").read_bytes() == body
+    assert result.ok and again.ok and result.files[0].size == len(body)
+    assert [r.url.host for r in seen] == ["api.example", "files.example"] * 2
+    assert "authorization" not in seen[1].headers

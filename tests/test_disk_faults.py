@@ -16,10 +16,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rodin_async import AsyncRodin, RetryPolicy, RodinError, TaskDownloadError
+from rodin_async import (
+    AsyncRodin,
+    FileFinished,
+    ProgressCallback,
+    ProgressEvent,
+    RetryPolicy,
+    RodinError,
+    TaskDownloadError,
+)
 from rodin_async.testing import FakeRodin
 
-from .helpers import MANIFEST, assert_complete
+from .helpers import LOCK, MANIFEST, assert_complete
 from .test_faults import check_disk
 
 pytestmark = pytest.mark.anyio
@@ -117,16 +125,25 @@ async def test_full_disk_fails_tasks_clearly_and_corrupts_nothing(
             shutil.rmtree(result.directory)
 
 
+def _fill_disk_when_done(root: Path) -> ProgressCallback:
+    """A callback that fills the disk once the file is final: the manifest won't fit."""
+
+    def fill(event: ProgressEvent) -> None:
+        if isinstance(event, FileFinished):
+            (root / "filler").write_bytes(b"\0" * _free_bytes(root))
+
+    return fill
+
+
 async def test_no_room_for_the_manifest_is_a_rodin_error(server: FakeRodin, small_fs: Path) -> None:
     """Files fit but the manifest doesn't: a RodinError saying so, no temp file left behind."""
     task = server.add_task({"model.glb": 2 * PAGE})
-    (small_fs / "filler").write_bytes(b"\0" * (_free_bytes(small_fs) - 2 * PAGE))
     async with client(server) as rodin:
         with pytest.raises(RodinError) as info:
-            await rodin.download(task, small_fs)
+            await rodin.download(task, small_fs, on_progress=_fill_disk_when_done(small_fs))
     assert NO_SPACE in str(info.value), repr(info.value)
     directory = small_fs / task
-    assert sorted(p.name for p in directory.iterdir()) == ["model.glb"]
+    assert sorted(p.name for p in directory.iterdir()) == [LOCK, "model.glb"]
     assert (directory / "model.glb").read_bytes() == server.content(task, "model.glb")
 
     (small_fs / "filler").unlink()
@@ -139,9 +156,9 @@ async def test_no_room_for_the_manifest_does_not_stop_download_many(
 ) -> None:
     """In a bulk run, a task whose manifest can't be written is one failed result, not a crash."""
     task = server.add_task({"model.glb": 2 * PAGE})
-    (small_fs / "filler").write_bytes(b"\0" * (_free_bytes(small_fs) - 2 * PAGE))
     async with client(server) as rodin:
-        results = [r async for r in rodin.download_many([task], small_fs)]
+        fill = _fill_disk_when_done(small_fs)
+        results = [r async for r in rodin.download_many([task], small_fs, on_progress=fill)]
     (result,) = results
     assert isinstance(result.error, RodinError) and NO_SPACE in str(result.error)
     assert (small_fs / task / "model.glb").read_bytes() == server.content(task, "model.glb")

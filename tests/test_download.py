@@ -19,6 +19,7 @@ import pytest
 from rodin_async import (
     APIError,
     AsyncRodin,
+    ConfigurationError,
     DestinationError,
     DownloadError,
     FileProgress,
@@ -33,7 +34,7 @@ from rodin_async import (
 )
 from rodin_async.testing import FakeRodin, Fault
 
-from .helpers import CountingTransport, assert_complete, final_files
+from .helpers import CountingTransport, assert_complete, final_files, plant_part
 
 pytestmark = pytest.mark.anyio
 MIB = 1 << 20
@@ -155,10 +156,8 @@ async def test_part_file_from_an_earlier_run_is_resumed(
 ) -> None:
     """A .part file left by a crashed run is continued, not thrown away."""
     task = server.add_task(MIX)
-    directory = tmp_path / task
-    directory.mkdir()
-    head = server.content(task, "base_basic_pbr.glb")[:123_457]
-    (directory / ".base_basic_pbr.glb.part").write_bytes(head)
+    content = server.content(task, "base_basic_pbr.glb")
+    plant_part(tmp_path / task, "base_basic_pbr.glb", content[:123_457], total=len(content))
     result = await rodin.download(task, tmp_path)
     assert_complete(server, result)
     assert [r.range for r in server.file_requests(task, "base_basic_pbr.glb")] == ["bytes=123457-"]
@@ -169,8 +168,7 @@ async def test_oversized_part_file_is_discarded(
 ) -> None:
     """A .part longer than the file (416) is not this file's: start over."""
     task = server.add_task({"small.json": 1000})
-    (tmp_path / task).mkdir()
-    (tmp_path / task / ".small.json.part").write_bytes(b"x" * 5000)
+    plant_part(tmp_path / task, "small.json", b"x" * 5000)
     assert_complete(server, await rodin.download(task, tmp_path))
 
 
@@ -181,7 +179,6 @@ async def test_oversized_part_file_is_discarded(
         Fault.status(429, retry_after="Wed, 21 Oct 2015 07:28:00 GMT"),
         Fault.status(500),
         Fault.status(408),
-        Fault.content_length(+10),
     ],
 )
 async def test_transient_failures_are_retried(
@@ -192,6 +189,20 @@ async def test_transient_failures_are_retried(
     server.add_faults(task, "base.fbx", fault)
     assert_complete(server, await rodin.download(task, tmp_path))
     assert len(server.file_requests(task, "base.fbx")) == 2
+
+
+async def test_a_length_that_changes_between_answers_starts_over(
+    server: FakeRodin, rodin: AsyncRodin, tmp_path: Path
+) -> None:
+    """A body shorter than announced is resumed; a 416 giving another length restarts it."""
+    task = server.add_task(MIX)
+    server.add_faults(task, "base.fbx", Fault.content_length(+10))
+    assert_complete(server, await rodin.download(task, tmp_path))
+    size = server.size(task, "base.fbx")
+    requests = server.file_requests(task, "base.fbx")
+    assert [(r.range, r.status) for r in requests] == [
+        (None, 200), (f"bytes={size}-", 416), (None, 200)
+    ]
 
 
 async def test_stalled_transfer_times_out_and_retries(server: FakeRodin, tmp_path: Path) -> None:
@@ -461,11 +472,26 @@ async def test_breaking_out_stops_the_outstanding_work(
             assert result.task_uuid == quick
             break
     await tasks_back_to(baseline)
-    before = len(server.requests)
+    before = await settled_request_count(server)
     await anyio.sleep(0.3)
     assert len(server.requests) == before
     for path in final_files(tmp_path):
         assert path.name == "q.bin"
+
+
+async def settled_request_count(server: FakeRodin) -> int:
+    """The server's request count once requests already on the wire are recorded.
+
+    The fake server records a request in its own thread, so one sent just before the
+    cancellation may show up a moment later; that is not new work.
+    """
+    count = len(server.requests)
+    for _ in range(50):
+        await anyio.sleep(0.05)
+        if len(server.requests) == count:
+            return count
+        count = len(server.requests)
+    raise AssertionError("the server kept receiving requests")
 
 
 async def test_abandoned_loop_is_cleaned_up_too(
@@ -503,9 +529,14 @@ async def test_cancelled_consumer_leaves_only_part_files(server: FakeRodin, tmp_
         task = server.add_task({"big.bin": 400_000, "small.bin": 100})
         server.add_faults(task, "big.bin", Fault.trickle(chunk=20_000, interval=0.02))
         uuids.append(task)
-    with anyio.move_on_after(0.3):
+    with anyio.CancelScope() as scope:
+
+        def cancel_mid_transfer(event: ProgressEvent) -> None:
+            if isinstance(event, FileProgress) and event.received >= 40_000:
+                scope.cancel()  # some bytes of a big file are on disk, the rest aren't
+
         async with AsyncRodin(server.api_key, base_url=server.base_url) as rodin:
-            async for _ in rodin.download_many(uuids, tmp_path):
+            async for _ in rodin.download_many(uuids, tmp_path, on_progress=cancel_mid_transfer):
                 pass
     parts = {p.parent.name: p.stat().st_size for p in tmp_path.rglob(".big.bin.part")}
     assert parts, "the cancelled transfers keep their .part files for a resume"
@@ -599,3 +630,99 @@ async def test_same_task_twice_at_once_is_serialised(
         tg.start_soon(one)
     for result in results:
         assert_complete(server, result)
+
+
+# -- options and callbacks checked up front ---------------------------------------------
+
+
+async def test_check_must_be_size_or_sha256(
+    server: FakeRodin, rodin: AsyncRodin, tmp_path: Path
+) -> None:
+    """A misspelled check mode is refused before any request, in both download calls."""
+    task = server.add_task(MIX)
+    server.reset_requests()
+    with pytest.raises(ConfigurationError, match="check must be one of"):
+        await rodin.download(task, tmp_path, check="sha-256")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="check must be one of"):
+        rodin.download_many([task], tmp_path, check="md5")  # type: ignore[arg-type]
+    assert server.requests == []
+
+
+async def test_an_async_progress_callback_is_refused(
+    server: FakeRodin, rodin: AsyncRodin, tmp_path: Path
+) -> None:
+    """An ``async def`` callback would never be awaited: a TypeError says so at once."""
+
+    async def on_progress(event: ProgressEvent) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="plain function"):
+        await rodin.download(server.add_task(MIX), tmp_path, on_progress=on_progress)  # type: ignore[arg-type]
+
+
+class Boom(Exception):
+    """The user's own exception, raised from a progress callback."""
+
+
+def explode_on_progress(event: ProgressEvent) -> None:
+    if isinstance(event, FileProgress):
+        raise Boom("from the callback")
+
+
+async def test_a_raising_callback_comes_out_as_itself(
+    server: FakeRodin, rodin: AsyncRodin, tmp_path: Path
+) -> None:
+    """The callback's exception is raised by download() as is, not in an ExceptionGroup."""
+    task = server.add_task(MIX)
+    with pytest.raises(Boom, match="from the callback"):
+        await rodin.download(task, tmp_path, on_progress=explode_on_progress)
+    assert final_files(tmp_path) == []
+
+
+async def test_a_raising_callback_comes_out_of_download_many_as_itself(
+    server: FakeRodin, rodin: AsyncRodin, tmp_path: Path
+) -> None:
+    """The same from download_many: the loop raises the callback's own exception."""
+    tasks = [server.add_task(MIX) for _ in range(3)]
+    with pytest.raises(Boom):
+        async for _ in rodin.download_many(tasks, tmp_path, on_progress=explode_on_progress):
+            pass
+
+
+async def test_a_garbled_retry_after_is_just_a_retry(
+    server: FakeRodin, rodin: AsyncRodin, tmp_path: Path
+) -> None:
+    """``Retry-After: ³`` (a digit to Python, not to HTTP) costs an attempt, nothing more."""
+    task = server.add_task(MIX)
+    server.add_faults(task, "base.fbx", Fault.status(503, retry_after="³"))
+    assert_complete(server, await rodin.download(task, tmp_path))
+
+
+async def test_no_log_record_carries_a_file_url_query(
+    server: FakeRodin, rodin: AsyncRodin, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Presigned URLs are credentials: no logger, at any level, prints their query string."""
+    caplog.set_level(logging.DEBUG)
+    task = server.add_task(MIX)
+    server.add_faults(task, "base.fbx", Fault.redirect(hops=2), Fault.status(503))
+    assert_complete(server, await rodin.download(task, tmp_path))
+    queries = {r.query for r in server.file_requests(task)}
+    assert queries and all(queries)
+    for record in caplog.records:
+        if record.name.startswith("uvicorn"):
+            continue  # the fake file host's own access log: the server's side, not ours
+        message = record.getMessage()
+        for query in queries:
+            assert query not in message, (record.name, message)
+    assert any(r.name.startswith("httpx") for r in caplog.records)  # the API's own lines
+
+
+def test_trio_is_refused_with_a_clear_error(server: FakeRodin, tmp_path: Path) -> None:
+    """On trio the client says it needs asyncio, instead of crashing inside aiofiles."""
+
+    async def main() -> None:
+        async with AsyncRodin(server.api_key, base_url=server.base_url) as rodin:
+            await rodin.download("any-task", tmp_path)
+
+    with pytest.raises(ConfigurationError, match="asyncio"):
+        anyio.run(main, backend="trio")

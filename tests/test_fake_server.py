@@ -461,3 +461,21 @@ def test_add_directory_serves_folders_as_tasks(tmp_path: Path, client: httpx.Cli
         files = listing(server, client, "task-1")
         assert [f["name"] for f in files] == ["base.glb", "preview.webp"]
         assert client.get(files[0]["url"], headers={"Range": "bytes=2-"}).content == b"del"
+
+
+def test_remote_task_lists_its_urls_verbatim(server: FakeRodin, client: httpx.Client) -> None:
+    """add_remote_task lists names and URLs exactly as given, malformed ones too, in order."""
+    files = [
+        ("a.glb", "https://127.0.0.1:9/a.glb?X-Amz-Signature=s%2Fx"),
+        ("a.glb", "http://[::1/a"),
+    ]
+    task = server.add_remote_task(files)
+    assert [(f["name"], f["url"]) for f in listing(server, client, task)] == files
+    with pytest.raises(ValueError, match="already exists"):
+        server.add_remote_task({"b": "ftp://x/y"}, uuid=task)
+    with pytest.raises(ValueError, match="remote URLs"):
+        server.add_file(task, "c.bin", 10)
+    with pytest.raises(KeyError):
+        server.content(task, "a.glb")
+    assert server.add_remote_task({}, uuid="empty-remote") == "empty-remote"
+    assert listing(server, client, "empty-remote") == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import struct
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -74,7 +75,7 @@ async def test_status_by_subscription_key(server: FakeRodin, rodin: AsyncRodin) 
     """status() takes a GenerationJob or its subscription key."""
     job = await rodin.generate(prompt="a cup")
     by_job, by_key = await rodin.status(job), await rodin.status(job.subscription_key)
-    assert [j.uuid for j in by_job.jobs] == [j.uuid for j in by_key.jobs] == job.job_uuids
+    assert tuple(j.uuid for j in by_job.jobs) == tuple(j.uuid for j in by_key.jobs) == job.job_uuids
 
 
 async def test_failed_job_is_reported_by_name(server: FakeRodin, rodin: AsyncRodin) -> None:
@@ -108,6 +109,46 @@ async def test_unknown_status_never_crashes(server: FakeRodin, rodin: AsyncRodin
         await rodin.wait(job, poll_interval=0.05, timeout=0.3)
     server.set_job_status(job.uuid, None)
     assert (await rodin.wait(job, poll_interval=0.05, timeout=10)).done
+
+
+async def test_wait_warns_once_about_an_unknown_status(
+    server: FakeRodin, rodin: AsyncRodin, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A status wait() can't act on is logged once on the rodin_async logger; waiting goes on."""
+    job = await rodin.generate(prompt="paused")
+    server.set_job_status(job.uuid, "Paused")
+    polls: list[TaskStatus] = []
+
+    def resume_after_three(status: TaskStatus) -> None:
+        polls.append(status)
+        if len(polls) == 3:
+            server.set_job_status(job.uuid, None)
+
+    with caplog.at_level(logging.WARNING, logger="rodin_async"):
+        final = await rodin.wait(job, poll_interval=0.02, timeout=10, on_status=resume_after_three)
+    assert final.done and len(polls) >= 3
+    (record,) = [r for r in caplog.records if r.name == "rodin_async"]
+    assert record.levelno == logging.WARNING
+    assert "'Paused'" in record.getMessage() and job.job_uuids[0] in record.getMessage()
+
+
+async def test_on_status_can_stop_waiting_on_an_unknown_status(
+    server: FakeRodin, rodin: AsyncRodin
+) -> None:
+    """An exception raised by on_status ends wait() and comes out as it is."""
+    job = await rodin.generate(prompt="paused")
+    server.set_job_status(job.uuid, "Paused")
+
+    class Stuck(Exception):
+        pass
+
+    def stop_on_unknown(status: TaskStatus) -> None:
+        if any(j.status is JobStatus.UNKNOWN for j in status.jobs):
+            raise Stuck(status.jobs[0].raw_status)
+
+    with pytest.raises(Stuck, match="Paused"):
+        await rodin.wait(job, poll_interval=0.02, on_status=stop_on_unknown)
+    server.set_job_status(job.uuid, None)
 
 
 async def test_throttled_polling_backs_off_and_continues(
@@ -200,9 +241,9 @@ async def test_rerun_skips_finished_tasks_without_transfers(
     assert server.requests == []
     assert all(r.skipped and r.ok for r in second.values())
     for result in first:
-        assert second[result.task_uuid].files == [
+        assert second[result.task_uuid].files == tuple(
             f.__class__(f.name, f.path, f.size, f.sha256, attempts=0) for f in result.files
-        ]
+        )
 
 
 async def test_missing_or_corrupt_files_are_downloaded_again(
@@ -218,7 +259,7 @@ async def test_missing_or_corrupt_files_are_downloaded_again(
     png = first.directory / "texture_diffuse.png"
     png.write_bytes(b"\x00" * png.stat().st_size)  # same size, wrong bytes
     assert (await rodin.download(task, tmp_path)).skipped  # size alone can't see it
-    fixed = await rodin.download(task, tmp_path, verify="sha256")
+    fixed = await rodin.download(task, tmp_path, check="sha256")
     assert not fixed.skipped
     assert_complete(server, fixed)
 

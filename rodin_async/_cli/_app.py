@@ -16,12 +16,13 @@ from ._common import EXIT_INTERRUPTED, CliError, Interrupted, as_cli_error, erro
 from ._demo import demo
 from ._download import download
 from ._fake_server import fake_server
-from ._workflow import balance, files, generate, status, wait
+from ._generate import generate, generate_texture
+from ._workflow import balance, files, status, wait
 
 P = ParamSpec("P")
 
 
-def _command(function: Callable[P, None]) -> Callable[P, None]:
+def _command(function: Callable[P, None], name: str | None = None) -> Callable[P, None]:
     """Register *function* as a command that reports deliberate errors in one line."""
 
     @functools.wraps(function)  # typer reads the wrapped signature for the options
@@ -32,12 +33,18 @@ def _command(function: Callable[P, None]) -> Callable[P, None]:
             _fail(as_cli_error(exc))
         except CliError as exc:
             _fail(exc)
-        except (Interrupted, KeyboardInterrupt):  # the latter outside an event loop
-            error_console().print("interrupted", style="yellow")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Interrupted as exc:
+            _stop(exc.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C outside an event loop
+            _stop(EXIT_INTERRUPTED)
 
-    app.command()(command)
+    app.command(name)(command)
     return function
+
+
+def _stop(code: int) -> NoReturn:
+    error_console().print("interrupted", style="yellow")
+    raise typer.Exit(code) from None
 
 
 def _fail(error: CliError) -> NoReturn:
@@ -58,6 +65,7 @@ _command(demo)
 _command(download)
 _command(files)
 _command(generate)
+_command(generate_texture, "generate-texture")
 _command(status)
 _command(wait)
 _command(balance)

@@ -1,15 +1,17 @@
 """The bulk download that ``download``, ``demo`` and ``generate --wait`` share.
 
 It runs `AsyncRodin.download_many`, feeds a `Tally` from the progress events, writes one
-``--json`` line per finished task, and reports at the end. Ctrl-C is a normal way out:
-the work is cancelled, the library keeps only hidden ``.part`` files, and the summary of
-what finished is still printed.
+``--json`` line per finished task, and reports at the end. Ctrl-C and SIGTERM are normal
+ways out: the work is cancelled, the library keeps only hidden ``.part`` files, and the
+summary of what finished is still printed.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import shlex
+import signal
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -22,10 +24,10 @@ from rodin_async import AsyncRodin, TaskDownload
 
 from ._common import (
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     CliError,
     Interrupted,
+    exit_code_for,
     print_json,
     run,
 )
@@ -33,7 +35,7 @@ from ._display import live_progress, summary_table
 from ._tally import Tally, first_line, status_of
 
 ClientFactory = Callable[[], AsyncRodin]
-Verify = Literal["size", "sha256"]
+FileCheck = Literal["size", "sha256"]
 
 
 @attrs.frozen
@@ -43,7 +45,9 @@ class Job:
     uuids: list[str]
     dest: Path
     overwrite: bool = False
-    verify: Verify = "size"
+    check: FileCheck = "size"
+    rejected: int = 0  # input lines that were not task ids, reported before the run
+    proxy: str | None = None  # named when the API can't be reached through it
 
 
 @attrs.frozen
@@ -91,11 +95,11 @@ def download_all(
         CliError: The run could not start (bad key, unusable destination, bad uuid),
             or the API key was rejected.
     """
-    tally = Tally(len(job.uuids))
+    tally = Tally(len(job.uuids), inputs_rejected=job.rejected)
     try:
         run(lambda: _download(open_client, job, tally, output, title))
-    except Interrupted:
-        tally.interrupted = True
+    except Interrupted as exc:
+        tally.stopped_by = exc.signum
     finally:
         tally.stop_clock()
     return tally
@@ -110,16 +114,15 @@ async def _download(
                 job.uuids,
                 job.dest,
                 overwrite=job.overwrite,
-                verify=job.verify,
+                check=job.check,
                 on_progress=tally.on_event,
             )
             async with contextlib.aclosing(results):
                 async for result in results:
                     tally.record(result)
+                    if (stop := _stop_reason(result, _api(rodin, job))) is not None:
+                        raise stop  # every other task would fail the same way
                     output.task_done(result)
-                    if isinstance(result.error, rodin_async.AuthenticationError):
-                        break  # every other task would fail the same way
-    _raise_if_key_rejected(tally)
 
 
 @contextlib.contextmanager
@@ -131,10 +134,24 @@ def _progress(tally: Tally, output: Output, title: str) -> Iterator[None]:
         yield
 
 
-def _raise_if_key_rejected(tally: Tally) -> None:
-    for result in tally.results:
-        if isinstance(result.error, rodin_async.AuthenticationError):
-            raise CliError(f"the API key was rejected: {first_line(result.error)}")
+def _api(rodin: AsyncRodin, job: Job) -> str:
+    """The API as a message names it: its URL, and the proxy between when there is one."""
+    return rodin.base_url + (f" (through the proxy {job.proxy})" if job.proxy else "")
+
+
+def _stop_reason(result: TaskDownload, api: str) -> CliError | None:
+    """The error that ends the whole run when a task met it: a rejected key, no API."""
+    error = result.error
+    if isinstance(error, rodin_async.AuthenticationError):
+        return CliError(f"the API key was rejected: {first_line(error)}")
+    if isinstance(error, rodin_async.CertificateError):
+        return CliError(
+            f"the API at {api} can't be trusted: {first_line(error)}; stopped "
+            "(to trust a private CA: --ca-bundle FILE)"
+        )
+    if isinstance(error, rodin_async.ConnectError):
+        return CliError(f"the API at {api} can't be reached: {first_line(error)}; stopped")
+    return None
 
 
 def finish(
@@ -143,12 +160,14 @@ def finish(
     output: Output,
     *,
     failed_file: Path | None = None,
+    rerun: Sequence[str] = (),
     title: str = "rodin-async download",
 ) -> int:
     """Print the summary and the failed tasks, write *failed_file*; return the exit code.
 
-    After Ctrl-C the failed file also lists the tasks that never finished, so running
-    ``--from-file`` on it picks up where the interrupted run stopped.
+    After Ctrl-C or SIGTERM the failed file also lists the tasks that never finished, so
+    running ``--from-file`` on it picks up where the interrupted run stopped. *rerun* is
+    the options the hint to retry repeats (destination, connection, checks).
     """
     again = [r.task_uuid for r in tally.failed]
     if tally.interrupted:
@@ -157,25 +176,38 @@ def finish(
         write_lines(failed_file, again)
     if not output.quiet:
         output.console.print(summary_table(tally, title))
-    _print_failures(tally, output.console, failed_file)
-    if tally.interrupted:
-        output.console.print(
-            "[yellow]interrupted:[/] finished files are complete; partial ones were kept "
+    _print_failures(tally, output.console)
+    if again and failed_file is not None:
+        _print_rerun(output.console, failed_file, rerun)
+    return _exit_code(tally, output.console)
+
+
+def _exit_code(tally: Tally, console: Console) -> int:
+    if tally.stopped_by is not None:
+        name = "interrupted" if tally.stopped_by == signal.SIGINT else "stopped by SIGTERM"
+        console.print(
+            f"[yellow]{name}:[/] finished files are complete; partial ones were kept "
             "as hidden .part files and resume when you run the same command again"
         )
-        return EXIT_INTERRUPTED
-    return EXIT_FAILED if tally.failed else EXIT_OK
+        return exit_code_for(tally.stopped_by)
+    return EXIT_FAILED if tally.failed or tally.inputs_rejected else EXIT_OK
 
 
-def _print_failures(tally: Tally, console: Console, failed_file: Path | None) -> None:
+def _print_failures(tally: Tally, console: Console) -> None:
     if not tally.failed:
         return
     console.print(f"[red]{len(tally.failed)} task(s) failed:[/]")
     for result in tally.failed:
         console.print(f"  {result.task_uuid}  {first_line(result.error)}", markup=False)
-    if failed_file is not None:
-        again = f"retry them with: rodin-async download --from-file {failed_file}"
-        console.print(again, markup=False)
+
+
+def _print_rerun(console: Console, failed_file: Path, options: Sequence[str]) -> None:
+    """The command to download what is left, quoted to be pasted into a shell."""
+    listed = str(failed_file)  # read in full before it is written again: a retry loop
+    command = ["rodin-async", "download", "--from-file", listed, *options]
+    command += ["--failed-file", listed]
+    # soft_wrap: a command split over two lines can't be pasted, even on a terminal.
+    console.print(f"retry them with: {shlex.join(command)}", markup=False, soft_wrap=True)
 
 
 def write_lines(path: Path, lines: list[str]) -> None:

@@ -26,12 +26,16 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2  # click's code for usage errors; configuration problems share it
 EXIT_TIMEOUT = 124  # like coreutils timeout(1): "it is still running"
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C (143 for SIGTERM)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 # Errors the user fixes by changing how the command is run, not by running it again.
+# An API that can't be reached at all is a wrong base URL, proxy or trust store more
+# often than an outage, and the download stops on it too.
 _CONFIGURATION_ERRORS = (
     rodin_async.ConfigurationError,
     rodin_async.AuthenticationError,
+    rodin_async.ConnectError,
     rodin_async.DestinationError,
     rodin_async.InvalidTaskError,
     rodin_async.ValidationError,
@@ -48,12 +52,37 @@ class CliError(Exception):
 
 
 class Interrupted(Exception):
-    """Ctrl-C stopped the work; whatever was running has been cancelled and cleaned up."""
+    """A signal stopped the work; whatever was running has been cancelled and cleaned up."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """What shells report for a process a signal ended: 130 for SIGINT, 143 for SIGTERM."""
+        return exit_code_for(self.signum)
+
+
+def exit_code_for(signum: int) -> int:
+    """The exit status of a run that *signum* stopped: 128 + the signal's number."""
+    return 128 + signum
+
+
+_LOG_WIDTH = 1000  # columns of a console that is not a terminal: no line is ever wrapped
 
 
 def error_console() -> Console:
-    """The console for everything a human reads: stdout is kept for data (``--json``)."""
-    return Console(stderr=True, highlight=False)
+    """The console for everything a human reads: stdout is kept for data (``--json``).
+
+    Off a terminal (a log file, a pipe, CI), rich would wrap every line at 80 columns and
+    split messages mid-word; there, lines stay whole so they can be grepped.
+    """
+    console = Console(stderr=True, highlight=False)
+    if not console.is_terminal:
+        console.soft_wrap = True
+        console.width = _LOG_WIDTH
+    return console
 
 
 def as_cli_error(exc: rodin_async.RodinError) -> CliError:
@@ -93,20 +122,21 @@ def _loop_options() -> dict[str, bool]:
 
 
 def run(main: Callable[[], Awaitable[T]]) -> T:
-    """Run *main* in a fresh event loop; Ctrl-C cancels it and raises `Interrupted`.
+    """Run *main* in a fresh event loop; Ctrl-C or SIGTERM cancels it: `Interrupted`.
 
-    The first Ctrl-C cancels the work, so the library's cleanup (closing part files,
+    The first signal cancels the work, so the library's cleanup (closing part files,
     closing connections) runs; a second one interrupts the cleanup too.
 
     Raises:
-        Interrupted: Ctrl-C (SIGINT) stopped *main*.
+        Interrupted: SIGINT (Ctrl-C) or SIGTERM (docker stop, systemd) stopped *main*.
         CliError: *main* raised a `RodinError`.
     """
 
     async def guarded() -> T:
-        with anyio.CancelScope() as scope, _sigint_cancels(scope):
+        with anyio.CancelScope() as scope, _signals_cancel(scope) as received:
             return await main()
-        raise Interrupted  # only reached when the scope was cancelled
+        # Only reached when the scope was cancelled, which only a signal does.
+        raise Interrupted(received[0] if received else signal.SIGINT)
 
     try:
         return anyio.run(guarded, backend="asyncio", backend_options=_loop_options())
@@ -123,31 +153,38 @@ def _translate(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     if isinstance(exc, KeyboardInterrupt):  # no signal handler here (Windows), or a 2nd Ctrl-C
-        return Interrupted()
+        return Interrupted(signal.SIGINT)
     if isinstance(exc, rodin_async.RodinError):
         return as_cli_error(exc)
     return exc
 
 
 @contextlib.contextmanager
-def _sigint_cancels(scope: anyio.CancelScope) -> Iterator[None]:
-    """Turn the first SIGINT into a cancellation of *scope* instead of a KeyboardInterrupt.
+def _signals_cancel(scope: anyio.CancelScope) -> Iterator[list[int]]:
+    """Turn the first SIGINT or SIGTERM into a cancellation of *scope*; yield what came.
 
     A KeyboardInterrupt can land anywhere, even between a write and a rename; a
-    cancellation arrives at an await, where the library knows how to clean up.
+    cancellation arrives at an await, where the library knows how to clean up. SIGTERM
+    (docker stop, systemd, CI) would otherwise end the process with no summary at all.
     """
     loop = asyncio.get_running_loop()
+    received: list[int] = []
 
-    def on_sigint() -> None:
+    def on_signal(signum: int) -> None:
+        received.append(signum)
         scope.cancel()
-        loop.remove_signal_handler(signal.SIGINT)  # a second Ctrl-C interrupts for real
+        for sig in installed:  # a second signal acts at once, as it would without us
+            loop.remove_signal_handler(sig)
 
+    installed = []
+    for sig in _STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not main thread
+            continue
+        installed.append(sig)
     try:
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
-    except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
-        yield
-        return
-    try:
-        yield
+        yield received
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
+        for sig in installed:
+            loop.remove_signal_handler(sig)

@@ -65,7 +65,7 @@ class ProgressView:
             ("tasks ", "dim"),
             f"{len(t.results)}/{t.tasks_total}",
             ("   files ", "dim"),
-            f"{t.files_done}/{t.files_listed}",
+            f"{t.files_done + t.files_present}/{t.files_expected}",
             ("   active ", "dim"),
             str(len(t.active)),
         )
@@ -132,21 +132,27 @@ def live_progress(tally: Tally, console: Console, title: str = "Downloading") ->
 
 
 def summary_table(tally: Tally, title: str = "rodin-async download") -> Table:
-    """The end-of-run table: tasks ok/failed/skipped, files, bytes, wall time, MB/s."""
-    elapsed = tally.elapsed
+    """The end-of-run table: tasks, files and bytes (downloaded vs kept), time, MB/s.
+
+    It adds up: ``files`` = downloaded + already present, and the size of those files =
+    downloaded + resumed (bytes earlier runs left in ``.part`` files) + already present.
+    Throughput counts what came over the network, retried bytes included.
+    """
     table = Table(title=title, show_header=False, title_justify="left", box=box.SIMPLE)
     table.add_column(style="dim")
-    table.add_column(justify="right")
+    table.add_column()
     table.add_row("tasks ok", _count(len(tally.ok), "green"))
     table.add_row("tasks failed", _count(len(tally.failed), "red"))
     table.add_row("tasks skipped", str(len(tally.skipped)))
     if tally.interrupted:
         unfinished = tally.tasks_total - len(tally.results)
         table.add_row("tasks not finished", _count(unfinished, "yellow"))
+    if tally.inputs_rejected:
+        table.add_row("input lines skipped", _count(tally.inputs_rejected, "red"))
     table.add_row("files", _files_cell(tally))
-    table.add_row("downloaded", decimal(tally.bytes_finished))
-    table.add_row("wall time", f"{elapsed:.1f} s")
-    table.add_row("throughput", f"{tally.bytes_received / 1e6 / max(elapsed, 1e-9):.1f} MB/s")
+    table.add_row("size", _size_cell(tally))
+    table.add_row("wall time", f"{tally.elapsed:.1f} s")
+    table.add_row("throughput", _throughput_cell(tally))
     return table
 
 
@@ -155,8 +161,25 @@ def _count(n: int, style: str) -> Text:
 
 
 def _files_cell(tally: Tally) -> Text:
-    # Files completed in this run, including those of tasks a Ctrl-C left unfinished.
-    text = Text(str(tally.files_done))
+    # Files completed in this run (including those of tasks a signal left unfinished),
+    # and the files of finished tasks that an earlier run had completed.
+    done, present = tally.files_done, tally.files_present
+    text = Text(f"{done + present} ({done} downloaded, {present} already present)")
     if tally.retries:
-        text.append(f" ({tally.retries} retried)", style="yellow")
+        text.append(f" {tally.retries} retried", style="yellow")
     return text
+
+
+def _size_cell(tally: Tally) -> str:
+    total = tally.bytes_finished + tally.bytes_present
+    parts = [f"{decimal(tally.bytes_downloaded)} downloaded"]
+    if tally.bytes_resumed:
+        parts.append(f"{decimal(tally.bytes_resumed)} resumed")
+    parts.append(f"{decimal(tally.bytes_present)} already present")
+    return f"{decimal(total)} ({', '.join(parts)})"
+
+
+def _throughput_cell(tally: Tally) -> str:
+    received = tally.bytes_received
+    speed = received / 1e6 / max(tally.elapsed, 1e-9)
+    return f"{speed:.1f} MB/s ({decimal(received)} received)"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,24 +10,12 @@ from rich.markup import escape
 
 from rodin_async import RetryPolicy
 
-from ._bulk import Job, Output, Verify, download_all, finish, write_lines
-from ._common import error_console
-from ._inputs import collect_uuids
-from ._options import ApiKeyFile, BaseUrl, connect
+from ._bulk import FileCheck, Job, Output, download_all, finish, write_lines
+from ._common import EXIT_FAILED, EXIT_OK, error_console
+from ._inputs import Wanted, collect_uuids
+from ._options import ApiKeyFile, BaseUrl, CaBundle, Proxy, connect
 
 _OUTPUT = "Output"
-
-
-class VerifyMode(str, enum.Enum):
-    """The ``--verify`` choices (an enum: typer turns it into a checked choice)."""
-
-    SIZE = "size"
-    SHA256 = "sha256"
-
-    @property
-    def literal(self) -> Verify:
-        """The value as the library's type spells it."""
-        return "sha256" if self is VerifyMode.SHA256 else "size"
 
 
 Dest = Annotated[
@@ -46,7 +33,7 @@ def download(
     uuids: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="UUID", help="Task uuids; '-' reads them from stdin.", show_default=False
+            metavar="UUID...", help="Task uuids; '-' reads them from stdin.", show_default=False
         ),
     ] = None,
     output: Dest = Path("rodin-results"),
@@ -63,6 +50,8 @@ def download(
     ] = None,
     api_key_file: ApiKeyFile = None,
     base_url: BaseUrl = None,
+    proxy: Proxy = None,
+    ca_bundle: CaBundle = None,
     json_lines: Annotated[
         bool,
         typer.Option(
@@ -101,40 +90,78 @@ def download(
             "--overwrite", help="Download tasks again even if an earlier run completed them."
         ),
     ] = False,
-    verify: Annotated[
-        VerifyMode,
+    check: Annotated[
+        FileCheck,
         typer.Option(
-            "--verify",
-            help="How an earlier run's files are checked before a task is skipped: "
-            "by size, or by SHA-256 (reads every file).",
+            "--check",
+            help="How files an earlier run completed are checked before they are kept "
+            "(and not downloaded again): by size, or by SHA-256 (reads every file).",
         ),
-    ] = VerifyMode.SIZE,
+    ] = "size",
 ) -> None:
     """Download the result files of many tasks into OUTPUT/<task uuid>/.
 
-    Exit status: 0 all tasks downloaded, 1 some failed, 2 usage or configuration
-    error, 130 interrupted (Ctrl-C; run the same command again to resume).
+    Task uuids may come from arguments, files and stdin together. A line that can't be a
+    task id (quoted, a path, two words, a stray comma) is reported as FILE:LINE, skipped
+    and counted; the others still download, and the run exits 1.
+
+    Exit status: 0 all tasks downloaded, 1 some failed or input lines were skipped, 2 usage
+    or configuration error, 130 Ctrl-C, 143 SIGTERM (run the same command again to resume).
     """
     if not uuids and not from_file:
         raise typer.BadParameter(
             "give task uuids as arguments, with --from-file FILE, or '-' for stdin",
             param_hint="UUID",
         )
-    wanted = collect_uuids(uuids or [], from_file or [])
     out = Output(error_console(), quiet=quiet, json_lines=json_lines)
-    if not wanted:
+    wanted = _read_uuids(uuids or [], from_file or [], out)
+    if not wanted.uuids:
         if failed_file is not None:
             write_lines(failed_file, [])  # nothing left to retry: a retry loop can end
         out.console.print("no task uuids to download")
-        return
+        raise typer.Exit(EXIT_FAILED if wanted.rejected else EXIT_OK)
     factory = connect(
         api_key_file,
         base_url,
+        proxy=proxy,
+        ca_bundle=ca_bundle,
         max_concurrency=concurrency,
         retry=RetryPolicy(attempts=retries + 1),
     )
     if not quiet:
-        out.console.print(f"downloading {len(wanted)} task(s) to {escape(str(output))}")
-    job = Job(wanted, output, overwrite=overwrite, verify=verify.literal)
+        out.console.print(f"downloading {len(wanted.uuids)} task(s) to {escape(str(output))}")
+    job = Job(
+        wanted.uuids, output, overwrite=overwrite, check=check,
+        rejected=len(wanted.rejected), proxy=proxy,
+    )  # fmt: skip
     tally = download_all(factory, job, out)
-    raise typer.Exit(finish(tally, wanted, out, failed_file=failed_file))
+    rerun = rerun_options(
+        ("-o", output, None),
+        ("-j", concurrency, 8),
+        ("--retries", retries, 4),
+        ("--check", check, "size"),
+        ("--api-key-file", api_key_file, None),
+        ("--base-url", base_url, None),
+        ("--proxy", proxy, None),
+        ("--ca-bundle", ca_bundle, None),
+    )
+    raise typer.Exit(finish(tally, wanted.uuids, out, failed_file=failed_file, rerun=rerun))
+
+
+def _read_uuids(arguments: list[str], files: list[str], out: Output) -> Wanted:
+    """The uuids to download; what can't be one is reported here, before the run."""
+    wanted = collect_uuids(arguments, files)
+    for note in wanted.notes:
+        out.console.print(f"note: {note}", style="dim", markup=False)
+    for rejected in wanted.rejected:
+        out.console.print(f"{rejected} (skipped)", style="red", markup=False)
+    return wanted
+
+
+def rerun_options(*options: tuple[str, object, object]) -> list[str]:
+    """The argv of each ``(flag, value, default)`` whose value is set and not the default."""
+    argv = []
+    for flag, value, default in options:
+        if value is not None and value != default:
+            argv += [flag, str(value)]
+    return argv

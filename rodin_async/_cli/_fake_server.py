@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shlex
 import signal
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ._common import CliError
+from ._inputs import why_not_a_task_id
 
 if TYPE_CHECKING:  # the testing extra is imported only by the commands that need it
     from rodin_async.testing import FakeRodin
@@ -112,19 +115,37 @@ def fake_server(
     loopback only, with no key or network needed: point RODIN_BASE_URL at it.
     """
     server = _build(import_testing(), host, port, key)
-    uuids = server.add_directory(root) if root is not None else []
+    uuids = _add_folders(server, root) if root is not None else []
     if tasks is not None or root is None:
         uuids += add_typical_tasks(server, 10 if tasks is None else tasks).keys()
     try:
         server.start()
     except OSError as exc:
         raise CliError(f"can't listen on {host}:{port}: {exc.strerror}") from exc
-    try:
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(server.stop)
+        if uuids_file is None and len(uuids) > _SHOWN_UUIDS:
+            # Removed when the server stops: its uuids mean nothing to a later server.
+            folder = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="rodin-fake-"))
+            uuids_file = Path(folder) / "tasks.txt"
+        # Before the banner: a script that reads it may stop the server at once.
+        stop = cleanup.enter_context(_stop_signals())
         _announce(server, uuids, uuids_file)
-        _serve_until_interrupted()
-    finally:
-        server.stop()
+        stop.wait()
     typer.echo("stopped", err=True)
+
+
+def _add_folders(server: FakeRodin, root: Path) -> list[str]:
+    """Serve *root*'s folders as tasks; warn about names ``download`` won't take as ids."""
+    uuids = server.add_directory(root)
+    for uuid in uuids:
+        if why_not_a_task_id(uuid) is not None:
+            typer.echo(
+                f"warning: folder {uuid!r} is served, but `rodin-async download` skips it: "
+                "a task id is letters, digits, '-' and '_'",
+                err=True,
+            )
+    return uuids
 
 
 def _build(fake_rodin: type[FakeRodin], host: str, port: int, key: str) -> FakeRodin:
@@ -138,8 +159,6 @@ def _announce(server: FakeRodin, uuids: list[str], uuids_file: Path | None) -> N
     # On stdout, so a wrapper script can read the export line (echo flushes each line).
     say = typer.echo
     say(f"Fake Rodin API: {server.base_url}   (result files on {server.files_url})")
-    if uuids_file is None and len(uuids) > _SHOWN_UUIDS:
-        uuids_file = Path(tempfile.mkdtemp(prefix="rodin-fake-")) / "tasks.txt"
     if uuids_file is not None:
         uuids_file.write_text("".join(f"{u}\n" for u in uuids), encoding="utf-8")
         say(f"{len(uuids)} tasks, uuids in {uuids_file}")
@@ -148,7 +167,7 @@ def _announce(server: FakeRodin, uuids: list[str], uuids_file: Path | None) -> N
         say(f"{len(uuids)} tasks:")
         for uuid in uuids:
             say(f"  {uuid}")
-        source = " ".join(shlex.quote(u) for u in uuids[:3]) + (" ..." if len(uuids) > 3 else "")
+        source = shlex.join(uuids)  # all of them (few): the hint works when pasted
     say()
     say("Use it from another shell:")
     say(
@@ -160,8 +179,9 @@ def _announce(server: FakeRodin, uuids: list[str], uuids_file: Path | None) -> N
     say("Serving until Ctrl-C.")
 
 
-def _serve_until_interrupted() -> None:
-    """Block until Ctrl-C or SIGTERM; the server runs in its own thread meanwhile."""
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[threading.Event]:
+    """An event set by Ctrl-C or SIGTERM; the server runs in its own thread meanwhile."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -171,7 +191,7 @@ def _serve_until_interrupted() -> None:
     # SIGINT ignored, and `kill -INT` should still stop the server.
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        stop.wait()
+        yield stop
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

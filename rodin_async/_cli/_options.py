@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 
 from rodin_async import AsyncRodin
 
 from ._bulk import ClientFactory
+from ._common import CliError
 from ._inputs import resolve_key
 
 _CONNECTION = "Connection"
@@ -35,16 +38,70 @@ BaseUrl = Annotated[
         rich_help_panel=_CONNECTION,
     ),
 ]
+Proxy = Annotated[
+    str | None,
+    typer.Option(
+        "--proxy",
+        metavar="URL",
+        help="Send API and file requests through this proxy (http://host:port). Without it, "
+        "HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY apply.",
+        show_default=False,
+        rich_help_panel=_CONNECTION,
+    ),
+]
+CaBundle = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-bundle",
+        metavar="FILE",
+        help="Also trust the CA certificates in this PEM file (a private CA, a TLS-inspecting "
+        "proxy), besides the default ones. SSL_CERT_FILE or SSL_CERT_DIR, when set, replace "
+        "the default ones instead.",
+        exists=True,
+        dir_okay=False,
+        show_default=False,
+        rich_help_panel=_CONNECTION,
+    ),
+]
 JsonOutput = Annotated[
     bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")
 ]
 
 
-def connect(key_file: Path | None, base_url: str | None, **options: Any) -> ClientFactory:
-    """A factory of configured clients; the key is resolved now, so a missing one fails early.
+def connect(
+    key_file: Path | None,
+    base_url: str | None,
+    *,
+    proxy: str | None = None,
+    ca_bundle: Path | None = None,
+    **options: Any,
+) -> ClientFactory:
+    """A factory of configured clients; the key and the CAs are read now, to fail early.
 
     Raises:
-        CliError: No API key could be found.
+        CliError: No API key could be found, or the CA bundle can't be used.
     """
     key = resolve_key(key_file)
+    # Only what was given: the library's defaults (env proxies, default CAs) otherwise.
+    if proxy is not None:
+        options["proxy"] = proxy
+    if ca_bundle is not None:
+        options["verify"] = trust_also(ca_bundle)
     return lambda: AsyncRodin(key, base_url=base_url, **options)
+
+
+def trust_also(ca_bundle: Path) -> ssl.SSLContext:
+    """httpx's default TLS context (certifi, or SSL_CERT_FILE/DIR) that also trusts *ca_bundle*.
+
+    Raises:
+        CliError: The file can't be read or holds no PEM certificate.
+    """
+    context = httpx.create_ssl_context()
+    try:
+        context.load_verify_locations(cafile=ca_bundle)
+    except ssl.SSLError as exc:  # before OSError: it is one
+        reason = f"not a PEM file of CA certificates ({exc.reason})"
+        raise CliError(f"can't use --ca-bundle {str(ca_bundle)!r}: {reason}") from exc
+    except OSError as exc:
+        raise CliError(f"can't use --ca-bundle {str(ca_bundle)!r}: {exc.strerror}") from exc
+    return context

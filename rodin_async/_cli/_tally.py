@@ -37,6 +37,7 @@ class Transfer:
     name: str
     total: int | None
     on_disk: int
+    resumed: int = 0  # bytes an earlier run left in the .part file, kept and continued
 
 
 @attrs.define
@@ -50,13 +51,20 @@ class Tally:
     files_done: int = 0
     files_failed: int = 0
     retries: int = 0
-    bytes_finished: int = 0  # sizes of files complete on disk
+    bytes_finished: int = 0  # sizes of the files this run completed
+    bytes_resumed: int = 0  # of which an earlier run had left in .part files
     bytes_received: int = 0  # bytes that came over the wire in this run
+    files_present: int = 0  # files of finished tasks kept from an earlier run
+    files_kept_listed: int = 0  # of which in listed tasks (kept, the rest downloaded)
+    bytes_present: int = 0
+    inputs_rejected: int = 0  # input lines that could not be task ids
     active: dict[Path, Transfer] = attrs.Factory(dict)
     results: list[TaskDownload] = attrs.Factory(list)
-    interrupted: bool = False
+    stopped_by: int | None = None  # the signal that interrupted the run
     finished_at: float | None = None
     _samples: deque[tuple[float, int]] = attrs.field(factory=deque, init=False)
+    # Files and bytes completed so far per task in flight, to tell them from kept ones.
+    _completed: dict[str, tuple[int, int]] = attrs.field(factory=dict, init=False)
 
     # -- feeding -------------------------------------------------------------------------
 
@@ -68,13 +76,9 @@ class Tally:
             if transfer is not None:
                 transfer.on_disk = event.received
         elif isinstance(event, FileStarted):
-            self.active[event.path] = Transfer(
-                event.task_uuid, event.name, event.total, event.offset
-            )
+            self._started(event)
         elif isinstance(event, FileFinished):
-            self.active.pop(event.path, None)
-            self.files_done += 1
-            self.bytes_finished += event.size
+            self._finished(event)
         elif isinstance(event, FileFailed):
             self.active.pop(event.path, None)
             self.files_failed += 1
@@ -84,9 +88,34 @@ class Tally:
             self.listed.add(event.task_uuid)
             self.files_listed += event.files
 
+    def _started(self, event: FileStarted) -> None:
+        previous = self.active.get(event.path)
+        # A retry that starts over (offset 0) drops what was resumed; one that continues
+        # keeps it. Only the first attempt's offset can come from an earlier run.
+        if previous is not None:
+            resumed = min(previous.resumed, event.offset)
+        else:
+            resumed = event.offset if event.attempt == 1 else 0
+        transfer = Transfer(event.task_uuid, event.name, event.total, event.offset, resumed)
+        self.active[event.path] = transfer
+
+    def _finished(self, event: FileFinished) -> None:
+        transfer = self.active.pop(event.path, None)
+        self.files_done += 1
+        self.bytes_finished += event.size
+        self.bytes_resumed += transfer.resumed if transfer is not None else 0
+        files, size = self._completed.get(event.task_uuid, (0, 0))
+        self._completed[event.task_uuid] = (files + 1, size + event.size)
+
     def record(self, result: TaskDownload) -> None:
-        """Account for a finished task."""
+        """Account for a finished task: its files not completed by this run were kept."""
         self.results.append(result)
+        files, size = self._completed.pop(result.task_uuid, (0, 0))
+        kept = len(result.files) - files
+        self.files_present += kept
+        self.bytes_present += sum(f.size for f in result.files) - size
+        if result.task_uuid in self.listed:  # listed, yet some files were still there
+            self.files_kept_listed += kept
 
     def stop_clock(self) -> None:
         """Fix the wall time: the summary is printed after cleanup, which isn't transfer."""
@@ -110,6 +139,21 @@ class Tally:
         return [r for r in self.results if r.ok and skipped(r)]
 
     @property
+    def interrupted(self) -> bool:
+        """Whether a signal (Ctrl-C, SIGTERM) stopped the run before every task finished."""
+        return self.stopped_by is not None
+
+    @property
+    def files_expected(self) -> int:
+        """Files of the tasks seen so far: listed ones, and those of skipped tasks."""
+        return self.files_listed + self.files_present - self.files_kept_listed
+
+    @property
+    def bytes_downloaded(self) -> int:
+        """Bytes of this run's completed files that this run wrote (not resumed ones)."""
+        return self.bytes_finished - self.bytes_resumed
+
+    @property
     def elapsed(self) -> float:
         """Seconds since the download started (until `stop_clock`)."""
         return (self.finished_at or time.monotonic()) - self.started_at
@@ -130,7 +174,8 @@ class Tally:
             return None
         known = self.bytes_finished + sum(t.total or t.on_disk for t in self.active.values())
         unlisted = max(0, self.tasks_total - len(self.listed) - self._ended_unlisted())
-        expected_files = self.files_listed + unlisted * self.files_listed / len(self.listed)
+        to_fetch = self.files_listed - self.files_kept_listed  # kept files never transfer
+        expected_files = to_fetch + unlisted * to_fetch / len(self.listed)
         unseen = max(0.0, expected_files - seen - self.files_failed)
         return round(known + unseen * known / seen)
 

@@ -1,10 +1,9 @@
-"""The one-call commands around a generation: files, balance, status, wait, generate."""
+"""The one-call commands around a generation: files, balance, status and wait."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -12,9 +11,9 @@ from rich.markup import escape
 
 from rodin_async import AsyncRodin, GenerationJob, JobStatus, ResultFile, TaskStatus
 
-from ._bulk import ClientFactory, Job, Output, download_all, finish
+from ._bulk import ClientFactory
 from ._common import error_console, print_json, printable, run
-from ._options import ApiKeyFile, BaseUrl, JsonOutput, connect
+from ._options import ApiKeyFile, BaseUrl, CaBundle, JsonOutput, Proxy, connect
 
 T = TypeVar("T")
 
@@ -29,7 +28,7 @@ Timeout = Annotated[
 ]
 
 
-def _call(factory: ClientFactory, method: Callable[[AsyncRodin], Awaitable[T]]) -> T:
+def call(factory: ClientFactory, method: Callable[[AsyncRodin], Awaitable[T]]) -> T:
     """Open a client, await one call on it, close it."""
 
     async def main() -> T:
@@ -50,12 +49,17 @@ def files(
     json_output: JsonOutput = False,
     api_key_file: ApiKeyFile = None,
     base_url: BaseUrl = None,
+    proxy: Proxy = None,
+    ca_bundle: CaBundle = None,
 ) -> None:
     """List a finished task's result files (no download).
 
     Sizes show as '-': the listing doesn't carry them.
     """
-    listed = _call(connect(api_key_file, base_url), lambda rodin: rodin.list_files(uuid))
+    listed = call(
+        connect(api_key_file, base_url, proxy=proxy, ca_bundle=ca_bundle),
+        lambda rodin: rodin.list_files(uuid),
+    )
     rows = [_file_row(f, urls) for f in listed]
     if json_output:
         for row in rows:
@@ -85,9 +89,14 @@ def balance(
     json_output: JsonOutput = False,
     api_key_file: ApiKeyFile = None,
     base_url: BaseUrl = None,
+    proxy: Proxy = None,
+    ca_bundle: CaBundle = None,
 ) -> None:
     """Show the credits left on the account."""
-    credits = _call(connect(api_key_file, base_url), lambda rodin: rodin.balance())
+    credits = call(
+        connect(api_key_file, base_url, proxy=proxy, ca_bundle=ca_bundle),
+        lambda rodin: rodin.balance(),
+    )
     if json_output:
         print_json({"balance": credits})
     else:
@@ -102,9 +111,14 @@ def status(
     json_output: JsonOutput = False,
     api_key_file: ApiKeyFile = None,
     base_url: BaseUrl = None,
+    proxy: Proxy = None,
+    ca_bundle: CaBundle = None,
 ) -> None:
     """Show the status of a generation's jobs (one poll)."""
-    answer = _call(connect(api_key_file, base_url), lambda rodin: rodin.status(key))
+    answer = call(
+        connect(api_key_file, base_url, proxy=proxy, ca_bundle=ca_bundle),
+        lambda rodin: rodin.status(key),
+    )
     _show_status(answer, json_output)
 
 
@@ -142,12 +156,16 @@ def wait(
     json_output: JsonOutput = False,
     api_key_file: ApiKeyFile = None,
     base_url: BaseUrl = None,
+    proxy: Proxy = None,
+    ca_bundle: CaBundle = None,
 ) -> None:
     """Poll until every job of a generation is Done.
 
     Exit status: 0 done, 1 a job failed or was canceled, 124 timed out, 130 Ctrl-C.
     """
-    final = wait_for(connect(api_key_file, base_url), key, interval, timeout)
+    final = wait_for(
+        connect(api_key_file, base_url, proxy=proxy, ca_bundle=ca_bundle), key, interval, timeout
+    )
     _show_status(final, json_output)
 
 
@@ -168,89 +186,4 @@ def wait_for(
     def poll(rodin: AsyncRodin) -> Awaitable[TaskStatus]:
         return rodin.wait(key, poll_interval=interval, timeout=timeout, on_status=on_status)
 
-    return _call(factory, poll)
-
-
-# -- generate ----------------------------------------------------------------------------
-
-
-def generate(
-    prompt: Annotated[
-        str | None, typer.Option(help="What to generate (required without --image).")
-    ] = None,
-    image: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--image",
-            help="An input image (repeat for up to 5).",
-            exists=True,
-            dir_okay=False,
-            show_default=False,
-        ),
-    ] = None,
-    tier: Annotated[
-        str | None, typer.Option(help="Sketch, Regular, Detail, Smooth, Gen-2, Gen-2.5-...")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(min=0, max=65535)] = None,
-    wait_: Annotated[
-        bool, typer.Option("--wait", help="Wait until done, then download the results.")
-    ] = False,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "-o",
-            "--output",
-            help="Where --wait downloads the results (implies --wait; default: rodin-results).",
-            file_okay=False,
-            show_default=False,
-        ),
-    ] = None,
-    interval: Interval = 5.0,
-    timeout: Timeout = None,
-    json_output: Annotated[
-        bool,
-        typer.Option(
-            "--json",
-            help="Print the submitted job as JSON on stdout, then (with --wait) the "
-            "downloaded task's line as `download --json` does.",
-        ),
-    ] = False,
-    api_key_file: ApiKeyFile = None,
-    base_url: BaseUrl = None,
-) -> None:
-    """Submit a generation (costs credits); with --wait, also wait and download it.
-
-    Exit status: 0 submitted (and downloaded), 1 failed, 2 bad arguments, 124 timed out.
-    """
-    factory = connect(api_key_file, base_url)
-    tier_name: Any = tier  # any string: the library checks it against the known tiers
-
-    def submit(rodin: AsyncRodin) -> Awaitable[GenerationJob]:
-        return rodin.generate(images=image or [], prompt=prompt, tier=tier_name, seed=seed)
-
-    job = _call(factory, submit)
-    _show_job(job, json_output)
-    if not (wait_ or output is not None):
-        _hint_next(job)
-        return
-    wait_for(factory, job, interval, timeout)
-    out = Output(error_console(), json_lines=json_output)
-    tally = download_all(factory, Job([job.uuid], output or Path("rodin-results")), out)
-    raise typer.Exit(finish(tally, [job.uuid], out, title="rodin-async generate"))
-
-
-def _show_job(job: GenerationJob, json_output: bool) -> None:
-    if json_output:
-        print_json(
-            {"uuid": job.uuid, "subscription_key": job.subscription_key, "jobs": job.job_uuids}
-        )
-        return
-    typer.echo(f"task uuid:        {job.uuid}")
-    typer.echo(f"subscription key: {job.subscription_key}")
-
-
-def _hint_next(job: GenerationJob) -> None:
-    console = error_console()
-    console.print("next:", style="dim")
-    console.print(f"  rodin-async wait {job.subscription_key}", markup=False, soft_wrap=True)
-    console.print(f"  rodin-async download {job.uuid}", markup=False, soft_wrap=True)
+    return call(factory, poll)

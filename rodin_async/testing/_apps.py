@@ -62,7 +62,15 @@ from ._faults import (
 from ._forms import Form, rodin_problem, texture_problem
 from ._jobs import Ticket
 from ._results import result_files
-from ._state import Endpoint, FileEntry, Origin, RecordedRequest, ServerState, Submission
+from ._state import (
+    Endpoint,
+    FileEntry,
+    Listed,
+    Origin,
+    RecordedRequest,
+    ServerState,
+    Submission,
+)
 from ._wire import Hub, WireResponse
 
 _SLOT = "rodin_async.testing.slot"  # where the recorder leaves the log slot in the scope
@@ -225,14 +233,15 @@ async def _download(request: Request, ctx: Context) -> Response:
     listing = ctx.state.list_task(task_uuid)
     if listing is None:
         return _api_error(ctx, 404, "TASK_NOT_FOUND", f"No task {task_uuid!r}.", fault)
-    files = [
-        {
-            "url": file_url(ctx.files_url, task_uuid, item.index, item.name, item.token),
-            "name": item.name,
-        }
-        for item in listing
-    ]
+    files = [{"url": _listed_url(ctx, task_uuid, item), "name": item.name} for item in listing]
     return _api_json(ctx, 201, {"error": "OK", "list": files}, fault)
+
+
+def _listed_url(ctx: Context, task_uuid: str, item: Listed) -> str:
+    # A remote task's URL is listed verbatim; the fake's own files get a token URL.
+    if item.url is not None:
+        return item.url
+    return file_url(ctx.files_url, task_uuid, item.index, item.name, item.token)
 
 
 async def _status(request: Request, ctx: Context) -> Response:
@@ -381,7 +390,20 @@ def _redirect_url(ctx: Context, task_uuid: str, index: int, name: str, **query: 
 
 def _file_headers(entry: FileEntry) -> dict[str, str]:
     kind = mimetypes.guess_type(entry.name)[0] or "application/octet-stream"
-    return {"content-type": kind, "accept-ranges": "bytes"}
+    return {
+        "content-type": kind,
+        "accept-ranges": "bytes",
+        "etag": entry.etag,
+        "last-modified": entry.last_modified,
+    }
+
+
+def _range_of(request: Request, entry: FileEntry) -> str | None:
+    """The Range to honour: none when ``If-Range`` names another version (RFC 9110)."""
+    if_range = request.headers.get("if-range")
+    if if_range is not None and if_range not in (entry.etag, entry.last_modified):
+        return None
+    return request.headers.get("range")
 
 
 class _Unsatisfiable(Exception):
@@ -437,7 +459,7 @@ def _ranged_response(
     if isinstance(fault, IgnoreRangeFault):
         return _body_response(ctx, entry, None, None)
     try:
-        span = parse_range(request.headers.get("range"), size)
+        span = parse_range(_range_of(request, entry), size)
     except _Unsatisfiable:
         return Response(b"", 416, {**_file_headers(entry), "content-range": f"bytes */{size}"})
     if isinstance(fault, WrongContentRangeFault):

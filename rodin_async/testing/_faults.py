@@ -22,7 +22,25 @@ _status_code = validators.and_(validators.ge(200), validators.le(599))
 
 @attrs.frozen
 class Fault:
-    """One misbehaviour of the fake server, consumed by exactly one request."""
+    """One misbehaviour of the fake server, consumed by exactly one request.
+
+    Build faults with the constructors below (not ``Fault()``) and queue them on a
+    result file with `FakeRodin.add_faults`, or on the API with
+    `FakeRodin.add_api_faults`:
+
+    ```python
+    server.add_faults(task, "base.glb", Fault.truncate(at=1000), Fault.status(503))
+    server.add_api_faults(Fault.status(429, retry_after=1), endpoint="status")
+    ```
+
+    Each request takes the next fault of its queue; when the queue is empty, requests
+    are answered normally. So the two faults above make the first two GETs of
+    ``base.glb`` fail, and a client that retries gets the file on the third.
+
+    On either host: `status`, `body`, `truncate`, `reset`, `stall`, `delay`,
+    `trickle`, `content_length`. On result files only: `redirect`, `redirect_loop`,
+    `ignore_range`, `wrong_content_range`, `expire`.
+    """
 
     # Whether the fault can be queued on the API endpoints (some only make sense for files).
     api_allowed: ClassVar[bool] = True

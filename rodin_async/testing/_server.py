@@ -16,6 +16,7 @@ import contextlib
 import ipaddress
 import os
 import socket
+import sys
 import threading
 import uuid as uuid_module
 from collections.abc import Iterable, Mapping
@@ -31,6 +32,11 @@ from ._content import FileSource
 from ._faults import Fault
 from ._state import Endpoint, GenerationSettings, Origin, RecordedRequest, ServerState, Submission
 from ._wire import Hub
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:
+    from typing_extensions import Self
 
 _LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 # Bounded waits: a fake that cannot start or stop should fail the test, not hang it.
@@ -133,7 +139,7 @@ class FakeRodin:
         if runner is not None:
             runner.stop()
 
-    def __enter__(self) -> FakeRodin:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -145,7 +151,7 @@ class FakeRodin:
     ) -> None:
         self.stop()
 
-    async def __aenter__(self) -> FakeRodin:
+    async def __aenter__(self) -> Self:
         await anyio.to_thread.run_sync(self.start)
         return self
 
@@ -197,12 +203,35 @@ class FakeRodin:
         Raises:
             ValueError: The uuid is already used, or is empty or contains "/".
         """
-        task_uuid = str(uuid_module.uuid4()) if uuid is None else uuid
-        if not task_uuid or "/" in task_uuid:
-            raise ValueError(f"A task uuid must be non-empty without '/', got {task_uuid!r}.")
+        task_uuid = _new_task_uuid(uuid)
         self._state.add_task(task_uuid)
         for name, source in (files or {}).items():
             self.add_file(task_uuid, name, source)
+        return task_uuid
+
+    def add_remote_task(
+        self, files: Mapping[str, str] | Iterable[tuple[str, str]], uuid: str | None = None
+    ) -> str:
+        """Add a finished task whose files live on another host: `/download` lists them as given.
+
+        For testing against real file servers (a static server, an object store): the
+        names and URLs are listed verbatim, in order, even when malformed, so a test can
+        also hand a client a hostile listing. The fake never serves, checks or expires
+        these URLs; `content()`, `add_file()` and `add_faults()` don't apply to the task.
+
+        Args:
+            files: File name to URL, or (name, URL) pairs (names may then repeat).
+            uuid: The task uuid; a random uuid4 when None.
+
+        Returns:
+            The task uuid.
+
+        Raises:
+            ValueError: The uuid is already used, or is empty or contains "/".
+        """
+        task_uuid = _new_task_uuid(uuid)
+        pairs = files.items() if isinstance(files, Mapping) else files
+        self._state.add_remote(task_uuid, tuple((str(n), str(u)) for n, u in pairs))
         return task_uuid
 
     def add_file(
@@ -212,6 +241,7 @@ class FakeRodin:
 
         Raises:
             KeyError: There is no such task.
+            ValueError: The task was added by `add_remote_task`.
         """
         self._state.add_file(task_uuid, name, content, tuple(faults))
 
@@ -368,6 +398,13 @@ def _loopback_host(host: str) -> str:
     if address is None or address.version != 4 or address not in _LOOPBACK:
         raise ValueError(f"FakeRodin only listens on 127.0.0.0/8, not on {host!r}.")
     return str(address)
+
+
+def _new_task_uuid(uuid: str | None) -> str:
+    task_uuid = str(uuid_module.uuid4()) if uuid is None else uuid
+    if not task_uuid or "/" in task_uuid:
+        raise ValueError(f"A task uuid must be non-empty without '/', got {task_uuid!r}.")
+    return task_uuid
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -6,6 +6,7 @@ access goes through one lock, and what leaves the lock is either immutable or a 
 
 from __future__ import annotations
 
+import email.utils
 import secrets
 import threading
 import time
@@ -31,8 +32,17 @@ Slot = tuple[int, int]  # (log epoch, index): where a logged request sits in the
 class RecordedRequest:
     """One request either fake server received, as a test sees it afterwards.
 
-    `status` is the status line the server sent; 0 while the request is still being
-    answered, or for good when a fault dropped the connection before any response.
+    Attributes:
+        origin: Which server received it: ``"api"`` or ``"files"``.
+        method: The HTTP method.
+        path: The URL path.
+        query: The raw query string (file URLs carry their signature here).
+        headers: The request headers, names in lower case.
+        range: The ``Range`` header, if any (``"bytes=1000-"`` on a resume).
+        task_uuid: The task the request was about, when the server could tell.
+        file_name: The result file a file-host request asked for, if any.
+        status: The status line the server sent; 0 while the request is still being
+            answered, or for good when a fault dropped the connection before any response.
     """
 
     origin: Origin
@@ -50,9 +60,12 @@ class RecordedRequest:
 class Submission:
     """One generation form the API received (after authentication), as a test sees it.
 
-    `fields` holds every text field by name, `files` every upload as (file name, size), each
-    in the order sent, unknown fields included. `task_uuid` is None when the API refused the
-    form (invalid, or not enough balance).
+    Attributes:
+        endpoint: ``"rodin"`` or ``"rodin_texture_only"``.
+        fields: Every text field by name, in the order sent, unknown fields included.
+        files: Every upload by field name, as (file name, size), in the order sent.
+        task_uuid: The task the submission created; None when the API refused the form
+            (invalid, or not enough balance).
     """
 
     endpoint: Endpoint
@@ -70,13 +83,27 @@ class GenerationSettings:
     jobs_per_task: int
 
 
+def _new_etag() -> str:
+    return f'"{secrets.token_hex(8)}"'
+
+
+def _now_http_date() -> str:
+    return email.utils.formatdate(time.time(), usegmt=True)
+
+
 @attrs.define
 class FileEntry:
-    """One listed result file and the faults its next requests will meet."""
+    """One listed result file and the faults its next requests will meet.
+
+    Like a real file host it has a strong ``etag`` and a ``last_modified`` date, which
+    change when the file is replaced, and it honours ``If-Range`` with either.
+    """
 
     name: str
     content: Content
     faults: deque[Fault] = attrs.field(factory=deque)
+    etag: str = attrs.field(factory=_new_etag)
+    last_modified: str = attrs.field(factory=_now_http_date)
 
 
 @attrs.define
@@ -88,15 +115,18 @@ class TaskState:
     generation: int = 0
     # Set for tasks created by a submit: their files are listed once every job is Done.
     generated: Generation | None = None
+    # Set for tasks added by add_remote: (name, URL) pairs listed exactly as given.
+    remote: tuple[tuple[str, str], ...] | None = None
 
 
 @attrs.frozen
 class Listed:
-    """One entry of a listing: its position in the task, its name and its URL token."""
+    """One entry of a listing: its position, its name, and its URL token or its remote URL."""
 
     index: int
     name: str
     token: str
+    url: str | None = None
 
 
 class ServerState:
@@ -130,12 +160,22 @@ class ServerState:
                 raise ValueError(f"Task {task_uuid!r} already exists.")
             self._tasks[task_uuid] = TaskState()
 
+    def add_remote(self, task_uuid: str, files: tuple[tuple[str, str], ...]) -> None:
+        """Create a task listing (name, URL) pairs hosted elsewhere; a uuid is used once."""
+        with self._lock:
+            if task_uuid in self._tasks:
+                raise ValueError(f"Task {task_uuid!r} already exists.")
+            self._tasks[task_uuid] = TaskState(remote=files)
+
     def add_file(
         self, task_uuid: str, name: str, source: FileSource, faults: tuple[Fault, ...]
     ) -> None:
         """Append a file to a task (names may repeat)."""
         with self._lock:
-            _append_file(self._task(task_uuid), name, source, faults)
+            task = self._task(task_uuid)
+            if task.remote is not None:
+                raise ValueError(f"Task {task_uuid!r} lists remote URLs; it has no files here.")
+            _append_file(task, name, source, faults)
 
     def find(self, task_uuid: str, name: str, index: int) -> FileEntry:
         """Return the `index`-th file called `name` (KeyError when there is none)."""
@@ -233,6 +273,8 @@ class ServerState:
                 return None
             if task.generated is not None and not task.generated.ready:
                 return []
+            if task.remote is not None:
+                return [Listed(i, name, "", url) for i, (name, url) in enumerate(task.remote)]
             task.generation += 1
             token = str(task.generation)
             task.tokens[token] = time.monotonic()

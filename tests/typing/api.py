@@ -6,6 +6,7 @@ from contextlib import aclosing
 from pathlib import Path
 
 import rodin_async
+from rodin_async.testing import FakeRodin
 
 
 async def use_the_api() -> None:
@@ -43,6 +44,51 @@ async def use_the_workflow() -> None:
         request = rodin_async.GenerationRequest(images=[b"png"], material="PBR")
         result = await rodin.run(request, "out", on_progress=lambda e: None)
         skipped: bool = result.skipped
-        again = await rodin.download(job, "out", verify="sha256", overwrite=False)
+        again = await rodin.download(job, "out", check="sha256", overwrite=False)
         texture = await rodin.generate_texture(b"png", "model.glb", resolution="High")
     del credits, done, skipped, again, texture
+
+
+def annotate_with_the_literals(
+    tier: rodin_async.Tier,
+    material: rodin_async.Material,
+    fmt: rodin_async.GeometryFormat,
+    check: rodin_async.FileCheck,
+) -> rodin_async.GenerationRequest:
+    modes: tuple[rodin_async.ConditionMode, rodin_async.MeshMode, rodin_async.Quality] = (
+        "fuse",
+        "Quad",
+        "extra-low",
+    )
+    instruct: rodin_async.GeometryInstructMode = "creative"
+    texture: tuple[rodin_async.TextureMaterial, rodin_async.TextureResolution] = ("PBR", "High")
+    del modes, instruct, texture, check
+    return rodin_async.GenerationRequest(
+        prompt="a chair", tier=tier, material=material, geometry_file_format=fmt
+    )
+
+
+class MyRodin(rodin_async.AsyncRodin):
+    """A user's subclass keeps its own type through `async with` (__aenter__ -> Self)."""
+
+    def hello(self) -> str:
+        return "hi"
+
+
+async def subclass_through_async_with() -> None:
+    async with MyRodin("key") as rodin:
+        mine: MyRodin = rodin
+        greeting: str = rodin.hello()
+    del mine, greeting
+
+
+class MyFake(FakeRodin):
+    pass
+
+
+async def fake_server_subclass() -> None:
+    with MyFake() as server:
+        same: MyFake = server
+    async with MyFake() as server:
+        same = server
+    del same
