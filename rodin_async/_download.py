@@ -281,8 +281,7 @@ class Downloader:
         if status == 206 and offset:
             return offset, await _resumed_length(job, writer, response.headers)
         if status == 416 and offset:
-            length = unsatisfied_length(response.headers)
-            if length == offset and _same_file(writer.validator, response.headers, length):
+            if _part_is_whole(writer, response.headers):
                 return offset, offset  # the part already holds the whole file
             await writer.aclose(discard=True)  # longer than the file: it was not this file
             raise _retryable(job, f"stale partial file for {job.name!r}; restarting", status, 0)
@@ -330,6 +329,20 @@ async def _resumed_length(job: _FileJob, writer: PartWriter, headers: httpx.Head
         return span.total
     await writer.aclose(discard=True)
     raise _retryable(job, f"{job.name!r}: {problem}; restarting", 206, 0)
+
+
+def _part_is_whole(writer: PartWriter, headers: httpx.Headers) -> bool:
+    """Whether a 416 to ``Range: bytes=<part size>-`` means the part is the whole file.
+
+    It does when the 416 gives that length (``bytes */N``, as nginx and Caddy send), or,
+    for hosts whose 416 says nothing of the length (S3 puts it in its XML body only),
+    when the length the host gave as the part began is exactly the part's size.
+    """
+    offset, validator = writer.offset, writer.validator
+    length = unsatisfied_length(headers)
+    if length is None and validator is not None:
+        length = validator.total
+    return length == offset and _same_file(validator, headers, length)
 
 
 def _same_file(validator: Validator | None, headers: httpx.Headers, total: int | None) -> bool:

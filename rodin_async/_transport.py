@@ -263,11 +263,17 @@ class _BufferedStream(httpcore.AsyncNetworkStream):
     """An asyncio connection whose reads return everything received so far."""
 
     def __init__(
-        self, transport: asyncio.Transport, protocol: _ReceiveBuffer, buffer_size: int
+        self,
+        transport: asyncio.Transport,
+        protocol: _ReceiveBuffer,
+        buffer_size: int,
+        *,
+        tls: bool = False,
     ) -> None:
         self._transport = transport
         self._protocol = protocol
         self._buffer_size = buffer_size
+        self._tls = tls
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         # max_bytes (httpcore asks for 64 KiB) is ignored on purpose: fewer, larger reads.
@@ -285,7 +291,13 @@ class _BufferedStream(httpcore.AsyncNetworkStream):
         await self._protocol.drain(timeout)
 
     async def aclose(self) -> None:
-        self._transport.close()
+        if self._tls:
+            # A TLS close waits for the peer's close_notify (up to 30 s); a proxy tunnel
+            # may never relay it, leaving the socket open. Bodies are length-checked, so
+            # the alert buys nothing: close the socket now.
+            self._transport.abort()
+        else:
+            self._transport.close()
 
     async def start_tls(
         self,
@@ -305,7 +317,7 @@ class _BufferedStream(httpcore.AsyncNetworkStream):
         transport = await _connecting(upgrade, timeout, self._transport.close)
         assert transport is not None  # noqa: S101  (None only for a closed transport)
         protocol.connection_made(transport)  # start_tls doesn't tell the new protocol
-        return _BufferedStream(transport, protocol, self._buffer_size)
+        return _BufferedStream(transport, protocol, self._buffer_size, tls=True)
 
     def get_extra_info(self, info: str) -> typing.Any:
         if info == "is_readable":  # httpcore's check for a dropped keep-alive connection
