@@ -656,8 +656,8 @@ def _require_asyncio() -> None:
         return  # called outside any event loop: nothing runs yet
     if library != "asyncio":
         raise ConfigurationError(
-            f"rodin-async runs on asyncio (file writes go through aiofiles, which needs "
-            f"asyncio's loop), not on {library}; use anyio.run(main) or asyncio.run(main)"
+            f"rodin-async runs on asyncio (its file transport is built on asyncio's loop), "
+            f"not on {library}; use anyio.run(main) or asyncio.run(main)"
         )
 
 

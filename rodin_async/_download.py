@@ -12,9 +12,9 @@ stays with its own file.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import anyio
 import attrs
@@ -28,7 +28,14 @@ from ._errors import (
     TaskDownloadError,
     translate_http_errors,
 )
-from ._files import PartFileChanged, PartWriter, TaskFolder, Validator, unique_names
+from ._files import (
+    PartFileChanged,
+    PartWriter,
+    TaskFolder,
+    Validator,
+    run_shielded,
+    unique_names,
+)
 from ._headers import (
     BadValue,
     content_codings,
@@ -58,12 +65,16 @@ from ._progress import (
 )
 from ._retry import RETRYABLE_STATUSES, RetryableDownloadError, RetryPolicy
 
-T = TypeVar("T")
 Lister = Callable[[str], Awaitable[list[ResultFile]]]
 
 # What a presigned URL says when it has expired (or was never valid): list again.
 _EXPIRED_STATUSES = frozenset({401, 403, 404, 410})
 _LOCK_POLL = 0.2  # seconds between looks at a task folder another process holds
+# A body is written in batches: each thread hop costs about as much CPU as copying
+# 1 MiB, and slow links deliver far smaller chunks. A batch goes to disk when it holds
+# this much, or when its first chunk is this old (so progress keeps moving).
+_BATCH_BYTES = 1 << 20
+_BATCH_SECONDS = 0.1
 
 
 @attrs.define
@@ -167,12 +178,12 @@ class Downloader:
         files = await lister(task_uuid)
         emit(TaskStarted(task_uuid, len(files)))
         # Only now, with files to fetch, does the task get a folder.
-        folder = await _run_shielded(TaskFolder.make, dest, task_uuid)
+        folder = await run_shielded(TaskFolder.make, dest, task_uuid)
         try:
             kept = await _lock_and_keep(folder, task_uuid, check, overwrite)
             return await self._fetch(task_uuid, folder, files, kept, lister, emit)
         finally:
-            await _run_shielded(folder.close)
+            await run_shielded(folder.close)
 
     async def _fetch(
         self,
@@ -188,7 +199,7 @@ class Downloader:
         todo = [j for j in jobs if (j.name, j.final.name) not in reused]
         if not todo:  # another process (or an earlier run) finished it meanwhile
             return TaskDownload(task_uuid, folder.path, _in_order(jobs, kept), skipped=True)
-        await _run_shielded(forget, folder)  # the manifest no longer describes the folder
+        await run_shielded(forget, folder)  # the manifest no longer describes the folder
         listing = _Listing(task_uuid, lister, files)
         outcomes: list[DownloadedFile | DownloadError] = list(reused.values())
         async with anyio.create_task_group() as tg:
@@ -375,21 +386,60 @@ async def _stream_to(
 ) -> None:
     """Write the body into the part file after its first *start* bytes.
 
-    Every chunk received is written before the next read, so bytes that arrived before
-    a broken connection are kept for the resume. An encoded body is counted as sent and
-    checked against its ``Content-Length`` here; the decoded file is checked when the
-    part is committed.
+    Chunks are gathered and written in batches. Whatever ends the body early (a broken
+    connection, a timeout, a cancellation), the bytes that arrived before it are written
+    before the error goes on, so the resume continues from them. An encoded body is
+    counted as sent and checked against its ``Content-Length`` here; the decoded file is
+    checked when the part is committed.
     """
-    received, size = 0, start
-    async for chunk in response.aiter_raw():
-        received += len(chunk)
-        advanced = await writer.write(chunk)
-        size += advanced
-        if advanced:
-            job.emit(FileProgress(job.task_uuid, job.name, job.final, advanced, size))
+    batch = _Batch(job, writer, start)
+    try:
+        async for chunk in response.aiter_raw():
+            if batch.add(chunk):
+                await batch.write()
+        await batch.write()
+    except BaseException:
+        if not writer.decoding:  # an encoded part is never resumed: nothing to keep
+            with contextlib.suppress(OSError):  # the original error says more
+                await batch.write()
+        raise
     announced = content_length(response.headers)
-    if writer.decoding and announced is not None and received != announced:
-        raise _retryable(job, f"{job.name!r}: got {received} of {announced} encoded bytes")
+    if writer.decoding and announced is not None and batch.received != announced:
+        raise _retryable(job, f"{job.name!r}: got {batch.received} of {announced} encoded bytes")
+
+
+class _Batch:
+    """Chunks of a body received but not yet written: one thread hop per batch."""
+
+    def __init__(self, job: _FileJob, writer: PartWriter, size: int) -> None:
+        self._job = job
+        self._writer = writer
+        self._chunks: list[bytes] = []
+        self._bytes = 0
+        self._since = 0.0
+        self.received = 0  # bytes that came over the wire (encoded, if the body is)
+        self.size = size  # bytes in the part file
+
+    def add(self, chunk: bytes) -> bool:
+        """Hold *chunk*; True when the batch should be written now."""
+        now = time.monotonic()
+        if not self._chunks:
+            self._since = now
+        self._chunks.append(chunk)
+        self._bytes += len(chunk)
+        self.received += len(chunk)
+        return self._bytes >= _BATCH_BYTES or now - self._since >= _BATCH_SECONDS
+
+    async def write(self) -> None:
+        """Write the batch in one (shielded) hop and report the bytes now on disk."""
+        if not self._chunks:
+            return
+        chunks, self._chunks, self._bytes = self._chunks, [], 0
+        advanced = await self._writer.write(chunks)
+        self.size += advanced
+        if advanced:
+            job = self._job
+            job.emit(FileProgress(job.task_uuid, job.name, job.final, advanced, self.size))
 
 
 async def _finish(
@@ -423,7 +473,7 @@ async def _finished_earlier(dest: Path, task_uuid: str, check: FileCheck) -> lis
         finally:
             folder.close()
 
-    return await _run_shielded(look)
+    return await run_shielded(look)
 
 
 async def _lock_and_keep(
@@ -437,7 +487,7 @@ async def _lock_and_keep(
         folder.sweep_temps()  # a writer killed mid-write left them; we own the folder now
         return [] if overwrite else intact_files(folder, task_uuid, check)
 
-    while (kept := await _run_shielded(take)) is None:  # noqa: ASYNC110  (another process)
+    while (kept := await run_shielded(take)) is None:  # noqa: ASYNC110  (another process)
         await anyio.sleep(_LOCK_POLL)  # no event crosses processes: look again soon
     return kept
 
@@ -445,7 +495,7 @@ async def _lock_and_keep(
 async def _record(folder: TaskFolder, task_uuid: str, result: TaskDownload) -> RodinError | None:
     """Write the task's manifest; a disk that refuses is the task's error, not a crash."""
     try:
-        await _run_shielded(write_manifest, folder, task_uuid, result.files)
+        await run_shielded(write_manifest, folder, task_uuid, result.files)
     except OSError as exc:
         error = DestinationError(
             f"task {task_uuid}: every file was downloaded, but its manifest can't be written "
@@ -454,16 +504,6 @@ async def _record(folder: TaskFolder, task_uuid: str, result: TaskDownload) -> R
         error.__cause__ = exc
         return error
     return None
-
-
-async def _run_shielded(func: Callable[..., T], *args: object) -> T:
-    """Run blocking *func* in a worker thread, to completion even if we are cancelled.
-
-    A cancelled hop would drop what the thread opened (a folder, a lock) on the floor.
-    """
-    with anyio.CancelScope(shield=True):
-        result = await anyio.to_thread.run_sync(func, *args)
-    return result
 
 
 def _jobs_for(

@@ -22,16 +22,18 @@ import re
 import secrets
 import stat
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
-import aiofiles.threadpool
 import anyio
 import attrs
 import filelock
 
 from ._decode import Decoder
 from ._errors import DestinationError, InvalidTaskError
+
+T = TypeVar("T")
 
 # Room for the ".<name>.part" of the part file within the usual 255-byte limit.
 MAX_NAME_BYTES = 255 - len("..part")
@@ -335,8 +337,8 @@ class PartFileChanged(Exception):
     """The part file on disk is not what this writer wrote (another writer, or a swap)."""
 
 
-class _PartFile(io.BufferedIOBase):
-    """A ``.part`` file as aiofiles' worker thread sees it: it decodes and hashes writes.
+class _PartFile:
+    """A ``.part`` file as the worker thread sees it: it decodes and hashes writes.
 
     Opening, fstat, reading the validator and hashing any bytes already there happen in
     one thread hop, and so do the final checks, renaming and closing: per-file hops, not
@@ -358,6 +360,7 @@ class _PartFile(io.BufferedIOBase):
             raise
         self._pending: tuple[bool, Validator | None] | None = None
         self.decoder: Decoder | None = None
+        self.closed = False
 
     def _open(self) -> io.BufferedWriter:
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | _NOFOLLOW | _CLOEXEC | _NONBLOCK
@@ -402,14 +405,16 @@ class _PartFile(io.BufferedIOBase):
         self.offset = self.size = 0
         self._digest = hashlib.sha256()
 
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes) -> int:  # type: ignore[override]
-        """Append a chunk of the body (decoded first); return the bytes written to disk."""
+    def write(self, chunks: Sequence[bytes]) -> int:
+        """Append chunks of the body (decoded first); return the bytes written to disk."""
         self._apply_pending()
-        pieces = self.decoder.feed(data) if self.decoder else (data,)
-        return sum(self._append(piece) for piece in pieces)
+        decoder, written = self.decoder, 0
+        for data in chunks:
+            if decoder is None:
+                written += self._append(data)
+            else:
+                written += sum(self._append(piece) for piece in decoder.feed(data))
+        return written
 
     def _append(self, piece: bytes) -> int:
         self._digest.update(piece)
@@ -429,16 +434,12 @@ class _PartFile(io.BufferedIOBase):
         if validator is not None:
             self._folder.write_atomically(self._meta, validator.to_json())
 
-    def flush(self) -> None:
-        self._file.flush()
-
     def close(self) -> None:
+        """Close the part file (flushing what is buffered first)."""
         if self.closed:
             return
-        try:
-            super().close()  # flushes through to the real file first
-        finally:
-            self._file.close()
+        self.closed = True
+        self._file.close()
 
     def commit(self, final_name: str) -> tuple[int, str]:
         """Finish decoding, check the bytes on disk, rename into place; (size, SHA-256).
@@ -472,26 +473,24 @@ class _PartFile(io.BufferedIOBase):
 
 
 class PartWriter:
-    """Writes a download's ``.part`` file through aiofiles, decoding and hashing as it goes.
+    """Writes a download's ``.part`` file in a worker thread, decoding and hashing as it goes.
 
-    Decoding and hashing ride along with each write in aiofiles' worker thread, where
-    zlib and hashlib release the GIL, instead of costing the event loop or a second pass.
-    Opening before the request tells how much is already there (`offset`), for a Range,
-    and what the host said about the file then (`validator`), for ``If-Range``.
+    Decoding and hashing ride along with each write in the worker thread, where zlib and
+    hashlib release the GIL, instead of costing the event loop or a second pass. Every
+    hop to the thread is shielded: a cancelled write still lands whole, before the part
+    is closed. Opening before the request tells how much is already there (`offset`), for
+    a Range, and what the host said about the file then (`validator`), for ``If-Range``.
     """
 
     def __init__(self, part: _PartFile) -> None:
         self._part = part
-        self._file = aiofiles.threadpool.wrap(part)
         self._done = False
 
     @classmethod
     async def open(cls, folder: TaskFolder, final_name: str) -> PartWriter:
         """Open (or create) the part file of *final_name* in *folder*, to append to it."""
         # Shielded: a cancelled open would leak the file it opened in the thread.
-        with anyio.CancelScope(shield=True):
-            opened = await anyio.to_thread.run_sync(_PartFile, folder, final_name)
-        return cls(opened)
+        return cls(await run_shielded(_PartFile, folder, final_name))
 
     @property
     def offset(self) -> int:
@@ -517,26 +516,37 @@ class PartWriter:
         """Start the part over for a complete body (see `_PartFile.begin`)."""
         self._part.begin(validator, decoder)
 
-    async def write(self, chunk: bytes) -> int:
-        """Write a chunk of the body; return the bytes that reached the file."""
-        written: int = await self._file.write(chunk)
-        return written
+    async def write(self, chunks: Sequence[bytes]) -> int:
+        """Write chunks of the body in one hop; return the bytes that reached the file."""
+        return await run_shielded(self._part.write, chunks)
 
     async def commit(self, final_name: str) -> tuple[int, str]:
         """Rename the complete part file to *final_name*; return its size and SHA-256."""
         self._done = True
-        with anyio.CancelScope(shield=True):  # half a commit would leave no file at all
-            try:
-                done = await anyio.to_thread.run_sync(self._part.commit, final_name)
-            except BaseException:
-                await anyio.to_thread.run_sync(lambda: self._part.abandon(discard=True))
-                raise
-        return done
+        return await run_shielded(self._commit, final_name)  # half a commit: no file at all
+
+    def _commit(self, final_name: str) -> tuple[int, str]:
+        try:
+            return self._part.commit(final_name)
+        except BaseException:
+            self._part.abandon(discard=True)
+            raise
 
     async def aclose(self, *, discard: bool = False) -> None:
         """Close without committing: keep the bytes for a resume, unless *discard*."""
         if self._done:
             return
         self._done = True
-        with anyio.CancelScope(shield=True):  # the bytes written so far must reach the disk
-            await anyio.to_thread.run_sync(lambda: self._part.abandon(discard=discard))
+        # Shielded: the bytes written so far must reach the disk.
+        await run_shielded(lambda: self._part.abandon(discard=discard))
+
+
+async def run_shielded(func: Callable[..., T], *args: object) -> T:
+    """Run blocking *func* in a worker thread, to completion even if we are cancelled.
+
+    A cancelled hop would drop what the thread opened (a folder, a lock, a file) on the
+    floor, or close a file while the thread still writes to it.
+    """
+    with anyio.CancelScope(shield=True):
+        result = await anyio.to_thread.run_sync(func, *args)
+    return result

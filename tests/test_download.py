@@ -163,6 +163,40 @@ async def test_part_file_from_an_earlier_run_is_resumed(
     assert [r.range for r in server.file_requests(task, "base_basic_pbr.glb")] == ["bytes=123457-"]
 
 
+async def test_bytes_gathered_before_a_cancellation_are_written_and_resumed(
+    server: FakeRodin, tmp_path: Path
+) -> None:
+    """Bytes held for a batched write reach the part when cancelled; the resume uses them."""
+    task = server.add_task({"big.glb": 2 * MIB})
+    server.add_faults(task, "big.glb", Fault.stall(after=300_000, seconds=30))
+    events: list[ProgressEvent] = []
+    async with AsyncRodin(server.api_key, base_url=server.base_url) as rodin:
+        with anyio.move_on_after(1.0):  # less than a batch arrived: all of it still in memory
+            await rodin.download(task, tmp_path, on_progress=events.append)
+        part = tmp_path / task / ".big.glb.part"
+        assert part.stat().st_size == 300_000
+        progress = [e for e in events if isinstance(e, FileProgress)]
+        assert sum(e.advanced for e in progress) == 300_000  # the flush is reported too
+        assert_complete(server, await rodin.download(task, tmp_path))
+    assert server.file_requests(task, "big.glb")[-1].range == "bytes=300000-"
+
+
+async def test_bytes_gathered_before_a_stall_are_kept_for_the_retry(
+    server: FakeRodin, tmp_path: Path
+) -> None:
+    """A read timeout mid-batch writes what arrived; the retry asks only for the rest."""
+    task = server.add_task({"big.glb": 2 * MIB})
+    server.add_faults(task, "big.glb", Fault.stall(after=250_001, seconds=30))
+    async with AsyncRodin(
+        server.api_key,
+        base_url=server.base_url,
+        timeout=httpx.Timeout(0.5, connect=2.0),
+        retry=RetryPolicy(attempts=2),
+    ) as rodin:
+        assert_complete(server, await rodin.download(task, tmp_path))
+    assert [r.range for r in server.file_requests(task, "big.glb")] == [None, "bytes=250001-"]
+
+
 async def test_oversized_part_file_is_discarded(
     server: FakeRodin, rodin: AsyncRodin, tmp_path: Path
 ) -> None:
