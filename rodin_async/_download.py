@@ -12,7 +12,6 @@ stays with its own file.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from ._files import (
     PartWriter,
     TaskFolder,
     Validator,
+    leftovers,
     run_shielded,
     unique_names,
 )
@@ -70,11 +70,6 @@ Lister = Callable[[str], Awaitable[list[ResultFile]]]
 # What a presigned URL says when it has expired (or was never valid): list again.
 _EXPIRED_STATUSES = frozenset({401, 403, 404, 410})
 _LOCK_POLL = 0.2  # seconds between looks at a task folder another process holds
-# A body is written in batches: each thread hop costs about as much CPU as copying
-# 1 MiB, and slow links deliver far smaller chunks. A batch goes to disk when it holds
-# this much, or when its first chunk is this old (so progress keeps moving).
-_BATCH_BYTES = 1 << 20
-_BATCH_SECONDS = 0.1
 
 
 @attrs.define
@@ -88,6 +83,8 @@ class _FileJob:
     occurrence: int  # how many earlier entries share this name: finds it in a new listing
     url: str
     final: Path
+    has_part: bool  # a .part (or .meta) of it may be on disk: open it before the request
+    reported: int = 0  # bytes of the part that progress events have accounted for
     generation: int = 0
     refreshed: bool = False
     stale: bool = False
@@ -177,38 +174,38 @@ class Downloader:
             return TaskDownload(task_uuid, dest / task_uuid, done, skipped=True)
         files = await lister(task_uuid)
         emit(TaskStarted(task_uuid, len(files)))
+        names = unique_names(f.name for f in files)
+        wanted = frozenset(zip((f.name for f in files), names, strict=True))
         # Only now, with files to fetch, does the task get a folder.
-        folder = await run_shielded(TaskFolder.make, dest, task_uuid)
+        folder, claim = await _claim(dest, task_uuid, wanted, check, overwrite)
         try:
-            kept = await _lock_and_keep(folder, task_uuid, check, overwrite)
-            return await self._fetch(task_uuid, folder, files, kept, lister, emit)
-        finally:
+            result = await self._fetch(task_uuid, folder, files, names, claim, lister, emit)
+        except BaseException:
             await run_shielded(folder.close)
+            raise
+        return await _record_and_close(folder, task_uuid, result)
 
     async def _fetch(
         self,
         task_uuid: str,
         folder: TaskFolder,
         files: list[ResultFile],
-        kept: list[DownloadedFile],
+        names: list[str],
+        claim: _Claim,
         lister: Lister,
         emit: ProgressCallback,
     ) -> TaskDownload:
-        jobs = _jobs_for(task_uuid, emit, folder, files)
-        reused = {(f.name, f.path.name): f for f in kept}
+        jobs = _jobs_for(task_uuid, emit, folder, files, names, claim.leftovers)
+        reused = {(f.name, f.path.name): f for f in claim.kept}
         todo = [j for j in jobs if (j.name, j.final.name) not in reused]
         if not todo:  # another process (or an earlier run) finished it meanwhile
-            return TaskDownload(task_uuid, folder.path, _in_order(jobs, kept), skipped=True)
-        await run_shielded(forget, folder)  # the manifest no longer describes the folder
+            return TaskDownload(task_uuid, folder.path, _in_order(jobs, claim.kept), skipped=True)
         listing = _Listing(task_uuid, lister, files)
         outcomes: list[DownloadedFile | DownloadError] = list(reused.values())
         async with anyio.create_task_group() as tg:
             for job in todo:
                 tg.start_soon(self._collect, job, listing, outcomes)
-        result = _task_result(task_uuid, folder.path, jobs, outcomes)
-        if result.error is None and (error := await _record(folder, task_uuid, result)):
-            result = attrs.evolve(result, error=error)
-        return result
+        return _task_result(task_uuid, folder.path, jobs, outcomes)
 
     async def _collect(
         self, job: _FileJob, listing: _Listing, outcomes: list[DownloadedFile | DownloadError]
@@ -262,25 +259,32 @@ class Downloader:
     async def _attempt(self, job: _FileJob) -> DownloadedFile:
         what = f"downloading {job.name!r}"
         with _disk_errors(job), _bad_values(job):
-            writer = await PartWriter.open(job.folder, job.final.name)
+            writer = await _writer_for(job)
+            job.reported = writer.size
             try:
                 with translate_http_errors(what):
                     response = await self.hosts.get(file_url(job.url), _headers(writer))
                 try:
                     start, expected = await self._check(job, response, writer)
+                    job.reported = start
                     job.emit(
                         FileStarted(job.task_uuid, job.name, job.final, expected, start,
                                     job.attempts)
                     )  # fmt: skip
                     if response.status_code != 416:  # its body is an error page, never data
                         with translate_http_errors(what), _decode_errors(job):
-                            await _stream_to(job, writer, response, start)
+                            await _stream_to(job, writer, response)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await response.aclose()
                 return await _finish(job, writer, start, expected)
+            except BaseException:
+                job.has_part = True  # the next attempt looks at what this one left
+                raise
             finally:
+                # Gathered bytes are written first: a resume continues from them.
                 await writer.aclose()  # keeps the bytes for a resume, unless committed
+                _progressed(job, writer.size)
 
     async def _check(
         self, job: _FileJob, response: httpx.Response, writer: PartWriter
@@ -381,81 +385,66 @@ def _headers(writer: PartWriter) -> dict[str, str]:
     return headers
 
 
-async def _stream_to(
-    job: _FileJob, writer: PartWriter, response: httpx.Response, start: int
-) -> None:
-    """Write the body into the part file after its first *start* bytes.
+async def _writer_for(job: _FileJob) -> PartWriter:
+    """The part writer of *job*; a part known not to exist costs no hop before the request."""
+    if job.has_part:
+        return await PartWriter.open(job.folder, job.final.name)
+    return PartWriter.new(job.folder, job.final.name)
 
-    Chunks are gathered and written in batches. Whatever ends the body early (a broken
-    connection, a timeout, a cancellation), the bytes that arrived before it are written
-    before the error goes on, so the resume continues from them. An encoded body is
-    counted as sent and checked against its ``Content-Length`` here; the decoded file is
-    checked when the part is committed.
+
+async def _stream_to(job: _FileJob, writer: PartWriter, response: httpx.Response) -> None:
+    """Gather the body into the part writer, writing a batch whenever one is due.
+
+    The last batch is left for the commit, which writes it in the same hop. Whatever
+    ends the body early (a broken connection, a timeout, a cancellation), the writer
+    writes the bytes that arrived before it closes, so a resume continues from them.
+    An encoded body is counted as sent and checked against its ``Content-Length``
+    here; the decoded file is checked when the part is committed.
     """
-    batch = _Batch(job, writer, start)
-    try:
-        async for chunk in response.aiter_raw():
-            if batch.add(chunk):
-                await batch.write()
-        await batch.write()
-    except BaseException:
-        if not writer.decoding:  # an encoded part is never resumed: nothing to keep
-            with contextlib.suppress(OSError):  # the original error says more
-                await batch.write()
-        raise
+    received = 0
+    async for chunk in response.aiter_raw():
+        received += len(chunk)
+        if writer.add(chunk):
+            await writer.write()
+            _progressed(job, writer.size)
     announced = content_length(response.headers)
-    if writer.decoding and announced is not None and batch.received != announced:
-        raise _retryable(job, f"{job.name!r}: got {batch.received} of {announced} encoded bytes")
+    if writer.decoding and announced is not None and received != announced:
+        raise _retryable(job, f"{job.name!r}: got {received} of {announced} encoded bytes")
 
 
-class _Batch:
-    """Chunks of a body received but not yet written: one thread hop per batch."""
-
-    def __init__(self, job: _FileJob, writer: PartWriter, size: int) -> None:
-        self._job = job
-        self._writer = writer
-        self._chunks: list[bytes] = []
-        self._bytes = 0
-        self._since = 0.0
-        self.received = 0  # bytes that came over the wire (encoded, if the body is)
-        self.size = size  # bytes in the part file
-
-    def add(self, chunk: bytes) -> bool:
-        """Hold *chunk*; True when the batch should be written now."""
-        now = time.monotonic()
-        if not self._chunks:
-            self._since = now
-        self._chunks.append(chunk)
-        self._bytes += len(chunk)
-        self.received += len(chunk)
-        return self._bytes >= _BATCH_BYTES or now - self._since >= _BATCH_SECONDS
-
-    async def write(self) -> None:
-        """Write the batch in one (shielded) hop and report the bytes now on disk."""
-        if not self._chunks:
-            return
-        chunks, self._chunks, self._bytes = self._chunks, [], 0
-        advanced = await self._writer.write(chunks)
-        self.size += advanced
-        if advanced:
-            job = self._job
-            job.emit(FileProgress(job.task_uuid, job.name, job.final, advanced, self.size))
+def _progressed(job: _FileJob, size: int) -> None:
+    """Report that the part holds *size* bytes now (or, for the last batch of a file, is
+    about to: see `_finish`), unless that was reported already."""
+    if size > job.reported:
+        advanced, job.reported = size - job.reported, size
+        job.emit(FileProgress(job.task_uuid, job.name, job.final, advanced, size))
 
 
 async def _finish(
     job: _FileJob, writer: PartWriter, start: int, expected: int | None
 ) -> DownloadedFile:
-    """Check the part's length, then move it into place."""
-    size = writer.size
+    """Check the part's length, then write its last batch and move it into place.
+
+    The last batch is reported before the commit's hop writes it, so a file's last
+    `FileProgress` still comes before it is renamed: if the commit never runs (the
+    callback raised, a cancellation), closing the writer writes those bytes to the part
+    instead. An encoded body's decoded size is only known once written, so its last
+    batch is written first.
+    """
+    size = writer.size + writer.pending  # an encoded body has no expected length
     if expected is not None and size != expected:
         if size > expected:  # more than announced: the part file can't be trusted
             await writer.aclose(discard=True)
         raise _retryable(job, f"{job.name!r}: got {size} of {expected} bytes")
     with _decode_errors(job):
+        if writer.decoding:
+            await writer.write()
+        _progressed(job, writer.size + writer.pending)
         try:
             size, digest = await writer.commit(job.final.name)
         except PartFileChanged as exc:
             raise _retryable(job, f"{job.name!r}: {exc}; restarting") from exc
+    _progressed(job, size)  # what a decoder held back until the end
     return DownloadedFile(
         job.name, job.final, size, digest, attempts=job.attempts, resumed=start > 0
     )
@@ -476,46 +465,117 @@ async def _finished_earlier(dest: Path, task_uuid: str, check: FileCheck) -> lis
     return await run_shielded(look)
 
 
-async def _lock_and_keep(
-    folder: TaskFolder, task_uuid: str, check: FileCheck, overwrite: bool
-) -> list[DownloadedFile]:
-    """Wait for the task folder's lock; then the files an earlier run left intact."""
+@attrs.frozen
+class _Claim:
+    """A task folder this process now holds the lock of, and what it found there."""
 
-    def take() -> list[DownloadedFile] | None:
-        if not folder.try_lock():
-            return None
-        folder.sweep_temps()  # a writer killed mid-write left them; we own the folder now
-        return [] if overwrite else intact_files(folder, task_uuid, check)
-
-    while (kept := await run_shielded(take)) is None:  # noqa: ASYNC110  (another process)
-        await anyio.sleep(_LOCK_POLL)  # no event crosses processes: look again soon
-    return kept
+    kept: list[DownloadedFile]  # files an earlier run completed that still match
+    leftovers: frozenset[str]  # file names with a .part or .meta beside them
 
 
-async def _record(folder: TaskFolder, task_uuid: str, result: TaskDownload) -> RodinError | None:
-    """Write the task's manifest; a disk that refuses is the task's error, not a crash."""
+async def _claim(
+    dest: Path,
+    task_uuid: str,
+    wanted: frozenset[tuple[str, str]],
+    check: FileCheck,
+    overwrite: bool,
+) -> tuple[TaskFolder, _Claim]:
+    """Open (or create) the task folder and wait for its lock; what it holds.
+
+    Making the folder, taking the lock, sweeping temp files, checking the manifest's
+    files and forgetting the manifest take one thread hop (and one per poll).
+    """
+    folder, claim = await run_shielded(_make_and_claim, dest, task_uuid, wanted, check, overwrite)
     try:
-        await run_shielded(write_manifest, folder, task_uuid, result.files)
-    except OSError as exc:
-        error = DestinationError(
-            f"task {task_uuid}: every file was downloaded, but its manifest can't be written "
-            f"in {str(folder.path)!r}: {exc.strerror or exc}; free some space and run again"
-        )
-        error.__cause__ = exc
-        return error
-    return None
+        while claim is None:  # another process holds the lock; no event crosses processes
+            await anyio.sleep(_LOCK_POLL)
+            claim = await run_shielded(_try_claim, folder, task_uuid, wanted, check, overwrite)
+    except BaseException:
+        await run_shielded(folder.close)
+        raise
+    return folder, claim
+
+
+def _make_and_claim(
+    dest: Path,
+    task_uuid: str,
+    wanted: frozenset[tuple[str, str]],
+    check: FileCheck,
+    overwrite: bool,
+) -> tuple[TaskFolder, _Claim | None]:
+    folder = TaskFolder.make(dest, task_uuid)
+    try:
+        return folder, _try_claim(folder, task_uuid, wanted, check, overwrite)
+    except BaseException:
+        folder.close()
+        raise
+
+
+def _try_claim(
+    folder: TaskFolder,
+    task_uuid: str,
+    wanted: frozenset[tuple[str, str]],
+    check: FileCheck,
+    overwrite: bool,
+) -> _Claim | None:
+    """Take the lock if free (blocking): None if another process holds it."""
+    if not folder.try_lock():
+        return None
+    names = folder.sweep_temps()  # a writer killed mid-write left them; we own the folder now
+    kept = [] if overwrite else intact_files(folder, task_uuid, check)
+    if not wanted <= {(f.name, f.path.name) for f in kept}:
+        forget(folder)  # files are about to change: the manifest no longer describes them
+    return _Claim(kept, leftovers(names))
+
+
+async def _record_and_close(
+    folder: TaskFolder, task_uuid: str, result: TaskDownload
+) -> TaskDownload:
+    """Write the manifest of a complete task, unlock and close its folder, in one hop.
+
+    A disk that refuses the manifest is the task's error, not a crash.
+    """
+    complete = result.error is None and not result.skipped
+
+    def record_and_close() -> OSError | None:
+        try:
+            if complete:
+                write_manifest(folder, task_uuid, result.files)
+        except OSError as exc:
+            return exc
+        finally:
+            folder.close()
+        return None
+
+    failure = await run_shielded(record_and_close)
+    if failure is None:
+        return result
+    error = DestinationError(
+        f"task {task_uuid}: every file was downloaded, but its manifest can't be written "
+        f"in {str(folder.path)!r}: {failure.strerror or failure}; free some space and run again"
+    )
+    error.__cause__ = failure
+    return attrs.evolve(result, error=error)
 
 
 def _jobs_for(
-    task_uuid: str, emit: ProgressCallback, folder: TaskFolder, files: Sequence[ResultFile]
+    task_uuid: str,
+    emit: ProgressCallback,
+    folder: TaskFolder,
+    files: Sequence[ResultFile],
+    names: Sequence[str],
+    leftovers: frozenset[str],
 ) -> list[_FileJob]:
     seen: dict[str, int] = {}
     jobs = []
-    for file, safe in zip(files, unique_names(f.name for f in files), strict=True):
+    for file, safe in zip(files, names, strict=True):
         occurrence = seen.get(file.name, 0)
         seen[file.name] = occurrence + 1
         final = folder.path / safe
-        jobs.append(_FileJob(task_uuid, emit, folder, file.name, occurrence, file.url, final))
+        has_part = safe in leftovers
+        jobs.append(
+            _FileJob(task_uuid, emit, folder, file.name, occurrence, file.url, final, has_part)
+        )
     return jobs
 
 

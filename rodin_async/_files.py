@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import stat
+import time
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -34,6 +35,12 @@ from ._decode import Decoder
 from ._errors import DestinationError, InvalidTaskError
 
 T = TypeVar("T")
+
+# A body is written in batches: each thread hop costs about as much CPU as copying
+# 1 MiB, and slow links deliver far smaller chunks. A batch goes to disk when it holds
+# this much, or when its first chunk is this old (so progress keeps moving).
+BATCH_BYTES = 1 << 20
+BATCH_SECONDS = 0.1
 
 # Room for the ".<name>.part" of the part file within the usual 255-byte limit.
 MAX_NAME_BYTES = 255 - len("..part")
@@ -123,13 +130,15 @@ def check_task_uuid(task_uuid: object) -> str:
 
 
 async def prepare_destination(dest: str | os.PathLike[str]) -> Path:
-    """Create *dest* if needed and check that files can be written in it."""
-    path = Path(dest)
-    apath = anyio.Path(path)
-    if await apath.exists() and not await apath.is_dir():
+    """Create *dest* if needed and check that files can be written in it (one hop)."""
+    return await run_shielded(_prepare_destination, Path(dest))
+
+
+def _prepare_destination(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
         raise DestinationError(f"destination {str(path)!r} exists and is not a directory")
     try:
-        await apath.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DestinationError(f"can't create destination {str(path)!r}: {exc.strerror}") from exc
     if not os.access(path, os.W_OK | os.X_OK):
@@ -144,6 +153,13 @@ def part_path(final: Path) -> Path:
 
 def _part_name(name: str) -> str:
     return f".{name}.part"
+
+
+def leftovers(names: Iterable[str]) -> frozenset[str]:
+    """The final names that a ``.part`` or ``.meta`` among *names* (a folder's) belongs to."""
+    return frozenset(
+        name[1:-5] for name in names if name.startswith(".") and name.endswith((".part", ".meta"))
+    )
 
 
 def _meta_name(name: str) -> str:
@@ -226,11 +242,16 @@ class TaskFolder:
         if lock is not None:
             lock.release()
 
-    def sweep_temps(self) -> None:
-        """Remove temp files a crashed writer left (call it holding the lock)."""
+    def sweep_temps(self) -> list[str]:
+        """Remove temp files a crashed writer left (call it holding the lock); return the
+        names of the other entries."""
+        names = []
         for name in os.listdir(self.fd):
             if _TEMP.fullmatch(name):
                 self.unlink(name)
+            else:
+                names.append(name)
+        return names
 
     def regular_size(self, name: str) -> int | None:
         """The size of *name* if it is a plain file (not a link), else None."""
@@ -255,8 +276,12 @@ class TaskFolder:
 
     def create(self, name: str) -> int:
         """Create *name* afresh (whatever stood there is removed first); return its fd."""
-        self.unlink(name)
-        return os.open(name, os.O_RDWR | os.O_APPEND | _CREATE_NEW, 0o666, dir_fd=self.fd)
+        flags = os.O_RDWR | os.O_APPEND | _CREATE_NEW
+        try:
+            return os.open(name, flags, 0o666, dir_fd=self.fd)
+        except FileExistsError:  # O_EXCL: a link there is not followed, it is in the way
+            self.unlink(name)
+        return os.open(name, flags, 0o666, dir_fd=self.fd)
 
     def write_atomically(self, name: str, data: bytes) -> None:
         """Replace *name* with *data* in one step: a unique temp file, then a rename."""
@@ -343,24 +368,35 @@ class _PartFile:
     Opening, fstat, reading the validator and hashing any bytes already there happen in
     one thread hop, and so do the final checks, renaming and closing: per-file hops, not
     bytes, dominate small downloads. A part is only resumable with its ``.meta``
-    validator; one without it (or of an encoded body) is started over.
+    validator; one without it (or of an encoded body) is started over. A part known not
+    to exist yet is created at its first write, in that write's hop.
     """
 
-    def __init__(self, folder: TaskFolder, final_name: str) -> None:
+    def __init__(self, folder: TaskFolder, final_name: str, *, exists: bool) -> None:
         self._folder = folder
         self._name = _part_name(final_name)
         self._meta = _meta_name(final_name)
-        self._file = self._open()
         self._digest = hashlib.sha256()
-        try:
-            self.validator = self._resumable_validator()
-            self.offset = self.size = self._hash_existing() if self.validator else 0
-        except BaseException:
-            self._file.close()
-            raise
         self._pending: tuple[bool, Validator | None] | None = None
+        self._meta_may_exist = exists
+        self._file: io.BufferedWriter | None = None
         self.decoder: Decoder | None = None
+        self.validator: Validator | None = None
+        self.offset = self.size = 0
         self.closed = False
+        if exists:
+            self._file = self._open()
+            try:
+                self.validator = self._resumable_validator(self._file)
+                self.offset = self.size = self._hash_existing(self._file) if self.validator else 0
+            except BaseException:
+                self._file.close()
+                raise
+
+    @classmethod
+    def existing(cls, folder: TaskFolder, final_name: str) -> _PartFile:
+        """Open (or create) the part of *final_name* and read what it already holds."""
+        return cls(folder, final_name, exists=True)
 
     def _open(self) -> io.BufferedWriter:
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | _NOFOLLOW | _CLOEXEC | _NONBLOCK
@@ -376,19 +412,19 @@ class _PartFile:
             fd = self._folder.create(self._name)
         return open(fd, "ab", closefd=True)
 
-    def _resumable_validator(self) -> Validator | None:
-        if os.fstat(self._file.fileno()).st_size == 0:
+    def _resumable_validator(self, file: io.BufferedWriter) -> Validator | None:
+        if os.fstat(file.fileno()).st_size == 0:
             return None
         validator = None
         if self._folder.regular_size(self._meta) is not None:
             with self._folder.open_read(self._meta) as f:
                 validator = Validator.from_json(f.read(4096))
         if validator is None:  # not ours, or of an encoded body: start over now
-            os.ftruncate(self._file.fileno(), 0)
+            os.ftruncate(file.fileno(), 0)
         return validator
 
-    def _hash_existing(self) -> int:
-        fd, position = self._file.fileno(), 0
+    def _hash_existing(self, file: io.BufferedWriter) -> int:
+        fd, position = file.fileno(), 0
         while block := os.pread(fd, 1 << 20, position):
             self._digest.update(block)
             position += len(block)
@@ -405,92 +441,151 @@ class _PartFile:
         self.offset = self.size = 0
         self._digest = hashlib.sha256()
 
-    def write(self, chunks: Sequence[bytes]) -> int:
-        """Append chunks of the body (decoded first); return the bytes written to disk."""
-        self._apply_pending()
+    def write(self, chunks: Sequence[bytes], *, resumable: bool = True) -> int:
+        """Append chunks of the body (decoded first); return the bytes written to disk.
+
+        With *resumable* False (the part is committed in this same hop) no validator is
+        written: it would be removed again at once.
+        """
+        file = self._opened()
+        self._apply_pending(file, resumable)
         decoder, written = self.decoder, 0
         for data in chunks:
             if decoder is None:
-                written += self._append(data)
+                written += self._append(file, data)
             else:
-                written += sum(self._append(piece) for piece in decoder.feed(data))
+                written += sum(self._append(file, piece) for piece in decoder.feed(data))
         return written
 
-    def _append(self, piece: bytes) -> int:
+    def _opened(self) -> io.BufferedWriter:
+        if self._file is None:  # known not to exist: create it (a link planted meanwhile goes)
+            self._file = self._create()
+        return self._file
+
+    def _create(self) -> io.BufferedWriter:
+        return open(self._folder.create(self._name), "ab", closefd=True)
+
+    def _append(self, file: io.BufferedWriter, piece: bytes) -> int:
         self._digest.update(piece)
-        self._file.write(piece)
+        file.write(piece)
         self.size += len(piece)
         return len(piece)
 
-    def _apply_pending(self) -> None:
+    def _apply_pending(self, file: io.BufferedWriter, resumable: bool) -> None:
         if self._pending is None:
             return
         truncate, validator = self._pending
         self._pending = None
         if truncate:
-            self._file.flush()
-            os.ftruncate(self._file.fileno(), 0)
-        self._folder.unlink(self._meta)
-        if validator is not None:
+            file.flush()
+            os.ftruncate(file.fileno(), 0)
+        self._unlink_meta()
+        if validator is not None and resumable:
             self._folder.write_atomically(self._meta, validator.to_json())
+            self._meta_may_exist = True
+
+    def _unlink_meta(self) -> None:
+        if self._meta_may_exist:
+            self._folder.unlink(self._meta)
+            self._meta_may_exist = False
 
     def close(self) -> None:
         """Close the part file (flushing what is buffered first)."""
         if self.closed:
             return
         self.closed = True
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
-    def commit(self, final_name: str) -> tuple[int, str]:
-        """Finish decoding, check the bytes on disk, rename into place; (size, SHA-256).
+    def commit(self, final_name: str, chunks: Sequence[bytes] = ()) -> tuple[int, str]:
+        """Write the last *chunks*, finish decoding, check the bytes on disk and rename
+        the part into place; return (size, SHA-256).
+
+        If the chunks can't be written the part is kept for a resume, as after any
+        failed write; if a later step fails it is discarded.
 
         Raises:
             DecodeError: An encoded body was cut short.
             PartFileChanged: The file on disk doesn't hold exactly what was written.
         """
-        self._apply_pending()
+        try:
+            self.write(chunks, resumable=False)
+        except BaseException:
+            self.abandon(discard=False)
+            raise
+        try:
+            self._check_and_rename(final_name)
+        except BaseException:
+            self.abandon(discard=True)
+            raise
+        self._unlink_meta()
+        return self.size, self._digest.hexdigest()
+
+    def _check_and_rename(self, final_name: str) -> None:
+        file = self._opened()
         if self.decoder is not None:
             for piece in self.decoder.finish():
-                self._append(piece)
-        self._file.flush()
-        if os.fstat(self._file.fileno()).st_size != self.size:
+                self._append(file, piece)
+        file.flush()
+        if os.fstat(file.fileno()).st_size != self.size:
             raise PartFileChanged(f"{self._name} changed on disk while it was written")
         self.close()
         self._folder.replace(self._name, final_name)
-        self._folder.unlink(self._meta)
-        return self.size, self._digest.hexdigest()
 
-    def abandon(self, *, discard: bool) -> None:
-        """Close; remove the part when asked, when empty, or when it can't be resumed.
+    @property
+    def on_disk(self) -> bool:
+        """Whether the part file exists (was opened, or created by a write)."""
+        return self._file is not None
+
+    def abandon(self, *, discard: bool, chunks: Sequence[bytes] = ()) -> None:
+        """Write the last *chunks* (unless discarding), then close; remove the part when
+        asked, when empty, or when it can't be resumed.
 
         A part restarted by `begin` counts as empty until it is written: its old bytes
-        belong to an older version of the file.
+        belong to an older version of the file. A failure to write *chunks* is not
+        raised: the error that abandons the part says more.
         """
-        self.close()
-        if discard or self.decoder is not None or self.size == 0:
-            self._folder.unlink(self._name)
-            self._folder.unlink(self._meta)
+        try:
+            if chunks and not discard and self.decoder is None:
+                with contextlib.suppress(OSError):
+                    self.write(chunks)
+        finally:
+            self.close()
+            if self.on_disk and (discard or self.decoder is not None or not self.size):
+                self._folder.unlink(self._name)
+                self._unlink_meta()
 
 
 class PartWriter:
     """Writes a download's ``.part`` file in a worker thread, decoding and hashing as it goes.
 
-    Decoding and hashing ride along with each write in the worker thread, where zlib and
-    hashlib release the GIL, instead of costing the event loop or a second pass. Every
-    hop to the thread is shielded: a cancelled write still lands whole, before the part
-    is closed. Opening before the request tells how much is already there (`offset`), for
-    a Range, and what the host said about the file then (`validator`), for ``If-Range``.
+    Chunks are gathered (`add`) and written in batches, one thread hop each, and the last
+    batch rides along with the commit: a small file costs one hop in all. Decoding and
+    hashing run in the worker thread, where zlib and hashlib release the GIL, instead of
+    costing the event loop or a second pass. Every hop is shielded, and gathered bytes
+    are written before the part is closed, whatever closes it: bytes that arrived are
+    never lost to a buffer. Opening before the request tells how much is already there
+    (`offset`), for a Range, and what the host said about the file then (`validator`),
+    for ``If-Range``; a part known not to exist needs no hop before the request.
     """
 
     def __init__(self, part: _PartFile) -> None:
         self._part = part
         self._done = False
+        self._chunks: list[bytes] = []
+        self._since = 0.0
+        self.pending = 0  # bytes gathered and not yet written
 
     @classmethod
     async def open(cls, folder: TaskFolder, final_name: str) -> PartWriter:
         """Open (or create) the part file of *final_name* in *folder*, to append to it."""
         # Shielded: a cancelled open would leak the file it opened in the thread.
-        return cls(await run_shielded(_PartFile, folder, final_name))
+        return cls(await run_shielded(_PartFile.existing, folder, final_name))
+
+    @classmethod
+    def new(cls, folder: TaskFolder, final_name: str) -> PartWriter:
+        """A writer for a part that doesn't exist yet: created by the first write's hop."""
+        return cls(_PartFile(folder, final_name, exists=False))
 
     @property
     def offset(self) -> int:
@@ -499,7 +594,7 @@ class PartWriter:
 
     @property
     def size(self) -> int:
-        """Bytes in the part file now (after decoding, for an encoded body)."""
+        """Bytes written to the part file (after decoding, for an encoded body)."""
         return self._part.size
 
     @property
@@ -516,29 +611,42 @@ class PartWriter:
         """Start the part over for a complete body (see `_PartFile.begin`)."""
         self._part.begin(validator, decoder)
 
-    async def write(self, chunks: Sequence[bytes]) -> int:
-        """Write chunks of the body in one hop; return the bytes that reached the file."""
-        return await run_shielded(self._part.write, chunks)
+    def add(self, chunk: bytes) -> bool:
+        """Gather *chunk*; True when the batch is due: `BATCH_BYTES`, or `BATCH_SECONDS` old."""
+        now = time.monotonic()
+        if not self._chunks:
+            self._since = now
+        self._chunks.append(chunk)
+        self.pending += len(chunk)
+        return self.pending >= BATCH_BYTES or now - self._since >= BATCH_SECONDS
+
+    def _take(self) -> list[bytes]:
+        chunks, self._chunks, self.pending = self._chunks, [], 0
+        return chunks
+
+    async def write(self) -> int:
+        """Write the gathered chunks in one hop; return the bytes that reached the file."""
+        if not self._chunks:
+            return 0
+        return await run_shielded(self._part.write, self._take())
 
     async def commit(self, final_name: str) -> tuple[int, str]:
-        """Rename the complete part file to *final_name*; return its size and SHA-256."""
-        self._done = True
-        return await run_shielded(self._commit, final_name)  # half a commit: no file at all
-
-    def _commit(self, final_name: str) -> tuple[int, str]:
-        try:
-            return self._part.commit(final_name)
-        except BaseException:
-            self._part.abandon(discard=True)
-            raise
+        """Write what is gathered and rename the complete part file to *final_name*, in
+        one hop; return its size and SHA-256."""
+        self._done = True  # half a commit would leave no file at all: shielded
+        return await run_shielded(self._part.commit, final_name, self._take())
 
     async def aclose(self, *, discard: bool = False) -> None:
-        """Close without committing: keep the bytes for a resume, unless *discard*."""
+        """Close without committing: write what is gathered and keep the bytes for a
+        resume, unless *discard*."""
         if self._done:
             return
         self._done = True
-        # Shielded: the bytes written so far must reach the disk.
-        await run_shielded(lambda: self._part.abandon(discard=discard))
+        chunks = [] if discard or self.decoding else self._take()
+        if not chunks and not self._part.on_disk:
+            return  # never created, nothing to add: nothing to close or remove
+        # Shielded: the bytes received so far must reach the disk.
+        await run_shielded(lambda: self._part.abandon(discard=discard, chunks=chunks))
 
 
 async def run_shielded(func: Callable[..., T], *args: object) -> T:

@@ -11,7 +11,7 @@ import anyio
 import httpx
 import pytest
 
-from rodin_async import AsyncRodin, DestinationError, RetryPolicy
+from rodin_async import AsyncRodin, DestinationError, FileStarted, ProgressEvent, RetryPolicy
 from rodin_async.testing import FakeRodin, Fault
 
 from .helpers import LOCK, MANIFEST, assert_complete, plant_part
@@ -71,6 +71,22 @@ async def test_a_planted_symlink_is_replaced_not_written_through(
     assert_complete(server, result)
     assert untouched(outside, inode)
     assert not any(p.is_symlink() for p in (dest / task).iterdir())
+
+
+@pytest.mark.parametrize("planted", [".model.glb.part", ".preview.webp.part"])
+async def test_a_link_planted_after_the_folder_was_listed_is_not_followed(
+    server: FakeRodin, rodin: AsyncRodin, tmp_path: Path, outside: Path, planted: str
+) -> None:
+    """A part created at its first write (none was listed) still never follows a link."""
+    task = server.add_task(FILES)
+    inode = outside.stat().st_ino
+
+    def plant(event: ProgressEvent) -> None:  # after the listing, before the first write
+        if isinstance(event, FileStarted) and f".{event.path.name}.part" == planted:
+            (tmp_path / task / planted).symlink_to(outside)
+
+    assert_complete(server, await rodin.download(task, tmp_path, on_progress=plant))
+    assert untouched(outside, inode)
 
 
 async def test_a_planted_hard_link_part_is_not_written_through(

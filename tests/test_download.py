@@ -8,8 +8,9 @@ import logging
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -38,6 +39,7 @@ from .helpers import CountingTransport, assert_complete, final_files, plant_part
 
 pytestmark = pytest.mark.anyio
 MIB = 1 << 20
+T = TypeVar("T")
 MIX = {"base_basic_pbr.glb": 3 * MIB + 17, "base.fbx": 700_001, "preview.webp": 40_000}
 
 
@@ -195,6 +197,37 @@ async def test_bytes_gathered_before_a_stall_are_kept_for_the_retry(
     ) as rodin:
         assert_complete(server, await rodin.download(task, tmp_path))
     assert [r.range for r in server.file_requests(task, "big.glb")] == [None, "bytes=250001-"]
+
+
+async def test_small_file_finished_in_one_hop_still_resumes_and_checks(
+    server: FakeRodin, rodin: AsyncRodin, tmp_path: Path
+) -> None:
+    """A small file is written and renamed in one hop, yet resumes a part and a short body."""
+    task = server.add_task({"preview.webp": 40_000, "meta.json": 5_000})
+    content = server.content(task, "preview.webp")
+    plant_part(tmp_path / task, "preview.webp", content[:10_000], total=len(content))
+    server.add_faults(task, "meta.json", Fault.truncate(at=3_000))
+    result = await rodin.download(task, tmp_path)
+    assert_complete(server, result)
+    assert [r.range for r in server.file_requests(task, "preview.webp")] == ["bytes=10000-"]
+    assert [r.range for r in server.file_requests(task, "meta.json")] == [None, "bytes=3000-"]
+
+
+async def test_a_task_of_small_files_costs_one_thread_hop_per_file(
+    server: FakeRodin, rodin: AsyncRodin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per file open+write+commit is one hop; per task, a look, a claim and a close."""
+    task = server.add_task({f"f{i}.bin": 1000 * i for i in range(1, 6)})
+    hops: list[str] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counting(func: Callable[..., T], *args: object, **kwargs: Any) -> T:
+        hops.append(getattr(func, "__qualname__", repr(func)))
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    assert_complete(server, await rodin.download(task, tmp_path))
+    assert len(hops) == 1 + 3 + 5, hops  # the destination, the task, its files
 
 
 async def test_oversized_part_file_is_discarded(
@@ -711,6 +744,27 @@ async def test_a_raising_callback_comes_out_as_itself(
     with pytest.raises(Boom, match="from the callback"):
         await rodin.download(task, tmp_path, on_progress=explode_on_progress)
     assert final_files(tmp_path) == []
+
+
+async def test_stopping_at_the_last_progress_event_keeps_the_whole_part(
+    server: FakeRodin, rodin: AsyncRodin, tmp_path: Path
+) -> None:
+    """A file's last batch is reported before the hop that writes and renames it: stopping
+    there leaves the whole file in its part, counted once, and the next run finishes it."""
+    task = server.add_task({"small.bin": 50_000})
+    events: list[ProgressEvent] = []
+
+    def stop_at_the_end(event: ProgressEvent) -> None:
+        events.append(event)
+        if isinstance(event, FileProgress) and event.received == 50_000:
+            raise Boom("at the last byte")
+
+    with pytest.raises(Boom):
+        await rodin.download(task, tmp_path, on_progress=stop_at_the_end)
+    assert (tmp_path / task / ".small.bin.part").read_bytes() == server.content(task, "small.bin")
+    assert sum(e.advanced for e in events if isinstance(e, FileProgress)) == 50_000
+    assert final_files(tmp_path) == []
+    assert_complete(server, await rodin.download(task, tmp_path))
 
 
 async def test_a_raising_callback_comes_out_of_download_many_as_itself(
