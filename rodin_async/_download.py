@@ -417,7 +417,8 @@ def _progressed(job: _FileJob, size: int) -> None:
     about to: see `_finish`), unless that was reported already."""
     if size > job.reported:
         advanced, job.reported = size - job.reported, size
-        job.emit(FileProgress(job.task_uuid, job.name, job.final, advanced, size))
+        if job.emit is not ignore:  # nobody listens: build no event
+            job.emit(FileProgress(job.task_uuid, job.name, job.final, advanced, size))
 
 
 async def _finish(

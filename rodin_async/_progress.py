@@ -220,7 +220,7 @@ def checked_callback(callback: ProgressCallback | None) -> ProgressCallback:
             result: object = callback(event)
         except Exception as exc:
             raise CallbackError(exc) from exc
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):  # None: the usual, cheaply
             if inspect.iscoroutine(result):
                 result.close()  # never awaited: don't let Python warn about it later
             raise CallbackError(TypeError("on_progress returned an awaitable; it must not"))

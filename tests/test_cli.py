@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,6 +144,23 @@ def test_missing_extra_prints_the_install_hint(
         main()
     assert exited.value.code == 1
     assert "pip install 'rodin-async[cli]'" in capsys.readouterr().err
+
+
+def test_the_command_tunes_only_its_own_collector() -> None:
+    """main() freezes start-up's objects and collects young ones less often; importing
+    the library (or the CLI's modules) leaves the collector alone."""
+    script = (
+        "import gc, sys; from rodin_async import _cli; import rodin_async._cli._app\n"
+        "before = (gc.get_threshold()[0], gc.get_freeze_count())\n"
+        "sys.argv = ['rodin-async', '--version']\n"
+        "try:\n    _cli.main()\nexcept SystemExit:\n    pass\n"
+        "print(*before, gc.get_threshold()[0], gc.get_freeze_count() > 0)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert out[2:4] == ["700", "0"]  # after the version line
+    assert out[-2:] == ["10000", "True"]
 
 
 # -- reading uuids ---------------------------------------------------------------------------
