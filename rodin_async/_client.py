@@ -472,7 +472,7 @@ class AsyncRodin:
         Files transfer in parallel (bounded by ``max_concurrency``), each written to a
         ``.part`` file and renamed when complete. Failed files are retried and resumed;
         the other files of the task always finish. *on_progress*, if given, receives
-        typed progress events (see `ProgressEvent`), at most once per chunk; it must be
+        typed progress events (see `ProgressEvent`), at most once per batch; it must be
         a plain function, and an exception it raises ends the download and is raised
         here as it is (partial files are kept for a resume).
 

@@ -5,7 +5,8 @@ Pass ``on_progress=callback`` to `AsyncRodin.download`, `AsyncRodin.download_man
 
 - `TaskStarted`: a task was listed; ``files`` of it will download.
 - `FileStarted`: an attempt at a file began; ``offset`` bytes were already on disk.
-- `FileProgress`: ``advanced`` more bytes of a file reached disk.
+- `FileProgress`: ``advanced`` more bytes of a file reached disk (its last batch: are
+  being written, together with the rename that completes the file).
 - `FileRetried`: an attempt failed (``error``); the file will be tried again.
 - `FileFinished`: a file is complete under its final name.
 - `FileFailed`: a file could not be downloaded (``error``); its task will report it.
@@ -24,8 +25,9 @@ def on_progress(event: rodin_async.ProgressEvent) -> None:
             pass
 ```
 
-Callbacks are plain functions called in the event loop, once per chunk at most, so they
-must be quick and must not block. File events carry ``path``, the file's final path,
+Callbacks are plain functions called in the event loop, once per batch written at most
+(a body is written 1 MiB at a time, or every 0.1 s on a slow link), so they must be
+quick and must not block. File events carry ``path``, the file's final path,
 which tells apart two listed files that share a name. Byte accounting: a file's bytes on
 disk are the ``offset`` of its latest `FileStarted` plus every `FileProgress.advanced`
 after it.
@@ -85,6 +87,11 @@ class FileStarted:
 @attrs.frozen
 class FileProgress:
     """More bytes of a file reached disk.
+
+    A file's last batch is reported just before the step that writes it and renames
+    the file, so the last `FileProgress` always comes before the file is complete; if
+    that step never runs (the callback raised, a cancellation), the bytes are written
+    to the ``.part`` file instead, for a resume.
 
     Attributes:
         task_uuid: The file's task.

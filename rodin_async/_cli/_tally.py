@@ -69,7 +69,7 @@ class Tally:
     # -- feeding -------------------------------------------------------------------------
 
     def on_event(self, event: ProgressEvent) -> None:
-        """The progress callback: account for one event (called once per chunk at most)."""
+        """The progress callback: account for one event (called once per batch at most)."""
         if isinstance(event, FileProgress):  # by far the most frequent: test it first
             self.bytes_received += event.advanced
             transfer = self.active.get(event.path)
