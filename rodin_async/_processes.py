@@ -189,8 +189,7 @@ class _Pool:
         task_status.started()
         try:
             with anyio.CancelScope(shield=True), self.send:  # only `stop` ends the workers
-                for worker in self.workers:
-                    await self._feed(worker)
+                await self._prime()
                 async with anyio.create_task_group() as tg:
                     for worker in self.workers:
                         tg.start_soon(self._read, worker)
@@ -212,20 +211,46 @@ class _Pool:
                 await self._stop_workers()
         await self._ended(worker)
 
+    async def _prime(self) -> None:
+        """Deal the first tasks round-robin, so a short list still reaches every worker."""
+        dealt: dict[int, list[str]] = {id(w): [] for w in self.workers}
+        while True:
+            taken = [await self._take(w, dealt[id(w)], limit=1) for w in self.workers]
+            if not any(taken):
+                break
+        for worker in self.workers:
+            await self._give(worker, dealt[id(worker)])
+        await self._end_if_exhausted()
+
     async def _feed(self, worker: _Worker) -> None:
-        """Top the worker's tasks up to its window; say End to all when input runs out."""
+        """Top the worker's tasks up to its window."""
         uuids: list[str] = []
+        await self._take(worker, uuids)
+        await self._give(worker, uuids)
+        await self._end_if_exhausted()
+
+    async def _take(self, worker: _Worker, uuids: list[str], limit: int | None = None) -> int:
+        """Add to *uuids* what *worker* has room for (at most *limit*); return how many."""
+        taken = 0
         while not self.stopping and not self.input.exhausted and worker.alive:
-            if len(worker.given) + len(uuids) >= worker.window:
+            if len(worker.given) + len(uuids) >= worker.window or taken == limit:
                 break
             raw = self.input.take()
             try:
                 uuids.append(check_task_uuid(raw))
             except InvalidTaskError as exc:  # no worker needed to say so
                 await self._deliver(TaskDownload(raw, self.settings.dest, error=exc))
+                continue
+            taken += 1
+        return taken
+
+    async def _give(self, worker: _Worker, uuids: list[str]) -> None:
         if uuids:
             worker.given += uuids
             await worker.send(Tasks(tuple(uuids)))
+
+    async def _end_if_exhausted(self) -> None:
+        """Once the input has run out, tell every worker: it finishes, then exits."""
         if self.input.exhausted:
             for other in self.workers:
                 if not other.ended:

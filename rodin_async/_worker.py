@@ -254,7 +254,8 @@ async def _listen(
         while True:
             message = await inbox.next()
             if isinstance(message, Tasks):
-                with contextlib.suppress(anyio.BrokenResourceError):  # the shard failed
+                # Closed: the shard failed (or, against the protocol, tasks after End).
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                     for uuid in message.uuids:
                         tasks.send_nowait(uuid)
             elif isinstance(message, End):
