@@ -45,7 +45,12 @@ __all__ = ["STOP_GRACE", "WorkerError", "open_shards"]
 
 STOP_GRACE = 5.0  # seconds a worker has to wind down before it is killed
 _WINDOW_PER_SLOT = 3  # tasks a worker may hold per transfer slot: 2 in flight, 1 queued
-_WORKER_COMMAND = "from rodin_async._worker import serve; serve()"
+# A worker never uses these; when installed, httpx imports its CLI's (rich, click, pygments)
+# and httpcore imports trio. Blocking them takes a third off a worker's start-up CPU.
+_WORKER_COMMAND = (
+    "import sys; sys.modules.update(dict.fromkeys(('click', 'pygments', 'rich', 'trio'))); "
+    "from rodin_async._worker import serve; serve()"
+)
 
 
 class WorkerError(RodinError):
