@@ -8,6 +8,7 @@ the rodin-async CLI ``--ca-bundle`` when it has that option, else ``SSL_CERT_FIL
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -81,6 +82,15 @@ def _cli(launch: Launch) -> list[str]:
     if launch.processes and "--processes" in launch.cli_options:
         cmd += ["--processes", str(launch.processes)]
     return cmd + list(launch.cli_extra)
+
+
+def _cli_processes(processes: int) -> Callable[[Launch], list[str]]:
+    """The CLI with ``--processes N`` (unless a run, like the core-scaling one, sets its own)."""
+
+    def argv(launch: Launch) -> list[str]:
+        return _cli(dataclasses.replace(launch, processes=launch.processes or processes))
+
+    return argv
 
 
 def _cli_env(launch: Launch) -> dict[str, str]:
@@ -157,6 +167,14 @@ TOOLS = [
         _cli_env,
     ),
     Tool(
+        "rodin-async CLI --processes 2",
+        "api",
+        _cli_processes(2),
+        ["py:rodin_async", "py:typer"],
+        "the same with `--processes 2`: two worker processes share the tasks and the -j 8",
+        _cli_env,
+    ),
+    Tool(
         "rodin-async library",
         "api",
         _py("rodin_lib.py"),
@@ -212,6 +230,7 @@ TOOLS = [
 ]
 TOOL_KEYS = {
     "cli": "rodin-async CLI",
+    "cli-p2": "rodin-async CLI --processes 2",
     "lib": "rodin-async library",
     "lib-uvloop": "rodin-async library (uvloop)",
     "curl": "curl -Z",
