@@ -23,11 +23,13 @@ argv or in a worker's environment.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sized
+from pathlib import Path
 
 import anyio
 import attrs
@@ -41,7 +43,13 @@ from ._progress import ProgressCallback, TaskFinished, ignore
 from ._shard import ShardSettings, open_shard
 from ._worker import READ_SIZE, Batch, End, Fatal, FrameReader, Start, Stop, Tasks, encode
 
-__all__ = ["STOP_GRACE", "WorkerError", "open_shards"]
+__all__ = [
+    "STOP_GRACE",
+    "WorkerError",
+    "default_processes",
+    "open_shards",
+    "usable_cores",
+]
 
 STOP_GRACE = 5.0  # seconds a worker has to wind down before it is killed
 _WINDOW_PER_SLOT = 3  # tasks a worker may hold per transfer slot: 2 in flight, 1 queued
@@ -51,6 +59,51 @@ _WORKER_COMMAND = (
     "import sys; sys.modules.update(dict.fromkeys(('click', 'pygments', 'rich', 'trio'))); "
     "from rodin_async._worker import serve; serve()"
 )
+
+
+# --processes' default: a worker costs ~0.4 CPU s to start (imports) and ~0.5 s before its
+# first transfer, so it pays only with enough work: 100 tasks per process (the Rodin mix:
+# ~5 s of one process's work), and 2 transfers per process at least.
+TASKS_PER_PROCESS = 100
+SLOTS_PER_PROCESS = 2
+_CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
+_CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
+
+
+def default_processes(tasks: int, concurrency: int) -> int:
+    """How many processes a download of *tasks* with *concurrency* transfers should use.
+
+    One per usable core, but at most one per `TASKS_PER_PROCESS` tasks and per
+    `SLOTS_PER_PROCESS` transfers, and at least one.
+    """
+    limits = (usable_cores(), tasks // TASKS_PER_PROCESS, concurrency // SLOTS_PER_PROCESS)
+    return max(1, min(limits))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, cpusets), and a
+    container's CPU quota (cgroup ``cpu.max``), which the affinity doesn't show."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover  (macOS, Windows)
+        cores = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    return max(1, min(cores, math.ceil(quota))) if quota is not None else cores
+
+
+def _cgroup_quota() -> float | None:
+    """CPUs the cgroup may use (quota ÷ period), or None when unlimited or unknown."""
+    try:
+        if _CGROUP_V2.exists():
+            quota, period = _CGROUP_V2.read_text().split()[:2]
+        else:
+            quota = (_CGROUP_V1 / "cpu.cfs_quota_us").read_text().strip()
+            period = (_CGROUP_V1 / "cpu.cfs_period_us").read_text().strip()
+        if quota in ("max", "-1"):
+            return None
+        return int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
 
 
 class WorkerError(RodinError):

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 import rodin_async
-from rodin_async import FileFinished, ProgressEvent, TaskDownload, TaskFinished
+from rodin_async import FileFinished, ProgressEvent, TaskDownload, TaskFinished, _processes
 from rodin_async._processes import WorkerError, open_shards
 from rodin_async._shard import ClientSettings, ShardSettings
 from rodin_async.testing import FakeRodin, Fault
@@ -176,3 +176,35 @@ async def test_one_task_runs_here_without_workers(server: FakeRodin, tmp_path: P
         assert workers() == []
         got = [r async for r in results]
     assert got[0].ok
+
+
+@pytest.mark.parametrize(
+    ("cores", "tasks", "concurrency", "expected"),
+    [
+        (2, 200, 8, 2),  # the Rodin mix on this 2-core machine
+        (2, 150, 8, 1),  # under 100 tasks per process: one
+        (16, 10_000, 8, 4),  # two transfers per process at least
+        (16, 10_000, 64, 16),
+        (1, 10_000, 64, 1),
+        (4, 0, 8, 1),
+    ],
+)
+def test_the_default_pays_for_its_processes(
+    monkeypatch: pytest.MonkeyPatch, cores: int, tasks: int, concurrency: int, expected: int
+) -> None:
+    """One process per core, but at most one per 100 tasks and per 2 transfers; at least 1."""
+    monkeypatch.setattr(_processes, "usable_cores", lambda: cores)
+    assert _processes.default_processes(tasks, concurrency) == expected
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"), [("max 100000\n", 8), ("150000 100000\n", 2), ("50000 100000", 1)]
+)
+def test_a_containers_cpu_quota_limits_the_cores(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cpu_max: str, expected: int
+) -> None:
+    """cgroup v2 cpu.max caps the usable cores (rounded up), which the affinity doesn't show."""
+    (tmp_path / "cpu.max").write_text(cpu_max)
+    monkeypatch.setattr(_processes, "_CGROUP_V2", tmp_path / "cpu.max")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert _processes.usable_cores() == expected

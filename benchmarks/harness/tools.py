@@ -163,7 +163,16 @@ TOOLS = [
         "api",
         _cli,
         ["py:rodin_async", "py:typer"],
-        "`rodin-async download --from-file tasks.txt -o OUT -q` (its defaults: -j 8, uvloop)",
+        "`rodin-async download --from-file tasks.txt -o OUT -q` (its defaults: -j 8, uvloop, "
+        "--processes: one per core where it pays)",
+        _cli_env,
+    ),
+    Tool(
+        "rodin-async CLI --processes 1",
+        "api",
+        _cli_processes(1),
+        ["py:rodin_async", "py:typer"],
+        "the same in one process (one event loop)",
         _cli_env,
     ),
     Tool(
@@ -230,6 +239,7 @@ TOOLS = [
 ]
 TOOL_KEYS = {
     "cli": "rodin-async CLI",
+    "cli-p1": "rodin-async CLI --processes 1",
     "cli-p2": "rodin-async CLI --processes 2",
     "lib": "rodin-async library",
     "lib-uvloop": "rodin-async library (uvloop)",

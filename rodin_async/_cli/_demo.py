@@ -41,7 +41,7 @@ def demo(
     concurrency: Annotated[
         int, typer.Option("-j", "--concurrency", min=1, help="Files transferring at once.")
     ] = 8,
-    processes: Processes = 1,
+    processes: Processes = None,
     output: Annotated[
         Path | None,
         typer.Option(

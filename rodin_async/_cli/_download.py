@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from rodin_async import RetryPolicy
+from rodin_async._processes import SLOTS_PER_PROCESS, TASKS_PER_PROCESS, default_processes
 
 from ._bulk import FileCheck, Job, Output, download_all, finish, write_lines
 from ._common import EXIT_FAILED, EXIT_OK, error_console
@@ -28,13 +29,16 @@ Concurrency = Annotated[
     int, typer.Option("-j", "--concurrency", min=1, help="Files transferring at once.")
 ]
 Processes = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--processes",
         min=1,
         metavar="N",
-        help="Worker processes, each with its own event loop and connections, sharing "
-        "the tasks and the -j transfers (one event loop uses at most one core).",
+        help="Worker processes, each with its own event loop and connections, sharing the "
+        "tasks and the -j transfers (one event loop uses at most one core). Default: one "
+        f"per core, but at most one per {TASKS_PER_PROCESS} tasks and per "
+        f"{SLOTS_PER_PROCESS} transfers (so 1 for short lists).",
+        show_default=False,
     ),
 ]
 
@@ -48,7 +52,7 @@ def download(
     ] = None,
     output: Dest = Path("rodin-results"),
     concurrency: Concurrency = 8,
-    processes: Processes = 1,
+    processes: Processes = None,
     from_file: Annotated[
         list[str] | None,
         typer.Option(
@@ -150,7 +154,7 @@ def download(
     rerun = rerun_options(
         ("-o", output, None),
         ("-j", concurrency, 8),
-        ("--processes", processes, 1),
+        ("--processes", processes, None),
         ("--retries", retries, 4),
         ("--check", check, "size"),
         ("--api-key-file", api_key_file, None),
@@ -161,8 +165,11 @@ def download(
     raise typer.Exit(finish(tally, wanted.uuids, out, failed_file=failed_file, rerun=rerun))
 
 
-def worker_processes(asked: int, tasks: int, concurrency: int) -> int:
-    """How many worker processes to start: never more than tasks or transfers to share."""
+def worker_processes(asked: int | None, tasks: int, concurrency: int) -> int:
+    """How many processes to use: as asked (never more than tasks or transfers to share),
+    or by default one per core where that pays (`default_processes`)."""
+    if asked is None:
+        return default_processes(tasks, concurrency)
     return max(1, min(asked, tasks, concurrency))
 
 
