@@ -227,3 +227,23 @@ def test_the_retry_hint_repeats_processes(server: FakeRodin, tmp_path: Path) -> 
     server.add_task(FILES, uuid=late)
     again = run(server, *argv[1:])
     assert again.returncode == 0, again.stderr
+
+
+def test_a_rejected_key_stops_every_worker(server: FakeRodin, tmp_path: Path) -> None:
+    """A wrong key with --processes 2: exit 2, said once, never echoed, no worker left."""
+    uuids = [server.add_task(FILES) for _ in range(6)]
+    env = {**environ(server), "RODIN_API_KEY": "sk-wrong-key"}
+    child = subprocess.Popen(
+        command("download", *uuids, "--processes", "2", "-o", str(tmp_path)),
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: len(workers_of(child)) == 2 or child.poll() is not None)
+        workers = workers_of(child)
+        _, stderr = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    assert child.returncode == 2, stderr
+    assert stderr.count("API key was rejected") == 1
+    assert "sk-wrong-key" not in stderr
+    wait_until(lambda: all(gone(w) for w in workers))
