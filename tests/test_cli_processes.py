@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -15,7 +16,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from rich.console import Console
 
+from rodin_async._cli._bulk import Job, Output, download_all
+from rodin_async._shard import ClientSettings
 from rodin_async.testing import FakeRodin, Fault
 
 FILES = {"base_basic_pbr.glb": 150_000, "preview.webp": 8_000}
@@ -247,3 +251,33 @@ def test_a_rejected_key_stops_every_worker(server: FakeRodin, tmp_path: Path) ->
     assert stderr.count("API key was rejected") == 1
     assert "sk-wrong-key" not in stderr
     wait_until(lambda: all(gone(w) for w in workers))
+
+
+def test_the_live_display_draws_every_workers_progress(
+    server: FakeRodin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a terminal, one display shows the workers' transfers; --json lines stay on stdout."""
+    uuids = trickling(server, 2) + [server.add_task(FILES) for _ in range(4)]
+    console = Console(file=io.StringIO(), force_terminal=True, width=100, record=True)
+    settings = ClientSettings(server.api_key, base_url=server.base_url)
+    job = Job(uuids, tmp_path, processes=2)
+    tally = download_all(settings, job, Output(console, json_lines=True))
+    assert len(tally.ok) == len(uuids)
+    assert tally.files_done == 2 * len(uuids)
+    assert tally.bytes_received == tally.bytes_finished  # every worker's bytes, counted once
+    shown = console.export_text()
+    assert "Downloading" in shown
+    assert "big.glb" in shown  # a transfer in a worker, drawn here while it ran
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(line["uuid"] for line in lines) == sorted(uuids)
+
+
+def test_demo_with_two_processes_verifies_every_file() -> None:
+    """`demo --processes 2` runs the same workers against the in-process fake, all verified."""
+    result = subprocess.run(
+        command("demo", "--tasks", "6", "--processes", "2"),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"tasks ok\s+6\b", result.stderr)
+    assert re.search(r"verified \d+ files", result.stderr)
