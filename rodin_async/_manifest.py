@@ -77,7 +77,8 @@ def all_intact(folder: TaskFolder, task_uuid: str, check: FileCheck) -> list[Dow
     if entries is None or not all(_intact(folder, e, check) for e in entries):
         return None
     return [
-        DownloadedFile(e.name, folder.path / e.file, e.size, e.sha256, attempts=0) for e in entries
+        DownloadedFile(e.name, folder.path / e.file, e.size, e.sha256, attempts=0)
+        for e in entries
     ]
 
 
