@@ -28,6 +28,8 @@ import httpcore
 import httpx
 import sniffio
 
+from ._connection import FilePool
+
 READ_SIZE = 1 << 20
 
 # httpcore -> httpx, as in httpx._transports.default (most specific match wins).
@@ -449,8 +451,8 @@ class FileTransport(httpx.AsyncBaseTransport):
         }
         self._pool: httpcore.AsyncConnectionPool
         if proxy is None:
-            self._pool = httpcore.AsyncConnectionPool(**pool_options)
-        else:
+            self._pool = FilePool(**pool_options)
+        else:  # through a proxy, httpcore's own connections (a rarer, slower path)
             self._pool = httpcore.AsyncHTTPProxy(
                 proxy_url=httpcore.URL(
                     scheme=proxy.url.raw_scheme,

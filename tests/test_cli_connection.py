@@ -193,3 +193,24 @@ def test_ca_bundle_that_is_not_pem_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "notes.txt" in result.stderr and "PEM" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_ca_bundle_and_proxy_reach_the_worker_processes(
+    server: FakeRodin, ca: trustme.CA, https_api: str, tmp_path: Path
+) -> None:
+    """With --processes 2 each worker trusts --ca-bundle (a path, sent to it) and uses --proxy."""
+    bundle = tmp_path / "private-ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    uuids = [server.add_task(FILES) for _ in range(4)]
+    out = tmp_path / "out"
+    args = ["download", *uuids, "-o", str(out), "--base-url", https_api, "--processes", "2"]
+    result = run(*args, "--ca-bundle", str(bundle), env=key_only(server))
+    assert result.returncode == 0, result.stderr
+    for uuid in uuids:
+        assert (out / uuid / "preview.webp").read_bytes() == server.content(uuid, "preview.webp")
+    dead_proxy = f"http://127.0.0.1:{free_port()}"
+    env = {**key_only(server), "RODIN_BASE_URL": server.base_url, "NO_PROXY": ""}
+    args = ["download", *uuids, "-o", str(tmp_path / "again"), "--processes", "2"]
+    proxied = run(*args, "--proxy", dead_proxy, "--retries", "0", env=env)
+    assert proxied.returncode == 2, proxied.stderr
+    assert f"through the proxy {dead_proxy}" in proxied.stderr

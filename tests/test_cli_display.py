@@ -12,7 +12,6 @@ import pytest
 from rich.console import Console
 
 from rodin_async import (
-    AsyncRodin,
     DownloadedFile,
     FileFailed,
     FileFinished,
@@ -27,6 +26,7 @@ from rodin_async import (
 from rodin_async._cli._bulk import Job, Output, download_all
 from rodin_async._cli._display import ProgressView, summary_table
 from rodin_async._cli._tally import Tally
+from rodin_async._shard import ClientSettings
 from rodin_async.testing import FakeRodin
 
 
@@ -163,9 +163,7 @@ def test_live_display_leaves_stdout_to_json(
     with FakeRodin() as server:
         uuids = [server.add_task({"a.glb": 50_000, "preview.webp": 500}) for _ in range(3)]
 
-        def client() -> AsyncRodin:
-            return AsyncRodin(server.api_key, base_url=server.base_url)
-
+        client = ClientSettings(server.api_key, base_url=server.base_url)
         console = terminal()
         tally = download_all(client, Job(uuids, tmp_path), Output(console, json_lines=True))
     assert len(tally.ok) == 3

@@ -8,6 +8,7 @@ the rodin-async CLI ``--ca-bundle`` when it has that option, else ``SSL_CERT_FIL
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -83,6 +84,15 @@ def _cli(launch: Launch) -> list[str]:
     return cmd + list(launch.cli_extra)
 
 
+def _cli_processes(processes: int) -> Callable[[Launch], list[str]]:
+    """The CLI with ``--processes N`` (unless a run, like the core-scaling one, sets its own)."""
+
+    def argv(launch: Launch) -> list[str]:
+        return _cli(dataclasses.replace(launch, processes=launch.processes or processes))
+
+    return argv
+
+
 def _cli_env(launch: Launch) -> dict[str, str]:
     if launch.ca_file and "--ca-bundle" not in launch.cli_options:
         return {"SSL_CERT_FILE": str(launch.ca_file)}  # httpx reads it (trust_env)
@@ -153,7 +163,24 @@ TOOLS = [
         "api",
         _cli,
         ["py:rodin_async", "py:typer"],
-        "`rodin-async download --from-file tasks.txt -o OUT -q` (its defaults: -j 8, uvloop)",
+        "`rodin-async download --from-file tasks.txt -o OUT -q` (its defaults: -j 8, uvloop, "
+        "--processes: one per core where it pays)",
+        _cli_env,
+    ),
+    Tool(
+        "rodin-async CLI --processes 1",
+        "api",
+        _cli_processes(1),
+        ["py:rodin_async", "py:typer"],
+        "the same in one process (one event loop)",
+        _cli_env,
+    ),
+    Tool(
+        "rodin-async CLI --processes 2",
+        "api",
+        _cli_processes(2),
+        ["py:rodin_async", "py:typer"],
+        "the same with `--processes 2`: two worker processes share the tasks and the -j 8",
         _cli_env,
     ),
     Tool(
@@ -212,6 +239,8 @@ TOOLS = [
 ]
 TOOL_KEYS = {
     "cli": "rodin-async CLI",
+    "cli-p1": "rodin-async CLI --processes 1",
+    "cli-p2": "rodin-async CLI --processes 2",
     "lib": "rodin-async library",
     "lib-uvloop": "rodin-async library (uvloop)",
     "curl": "curl -Z",

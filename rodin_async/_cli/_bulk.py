@@ -1,7 +1,8 @@
 """The bulk download that ``download``, ``demo`` and ``generate --wait`` share.
 
-It runs `AsyncRodin.download_many`, feeds a `Tally` from the progress events, writes one
-``--json`` line per finished task, and reports at the end. Ctrl-C and SIGTERM are normal
+It runs `AsyncRodin.download_many` (here, or in worker processes: `open_shards`), feeds a
+`Tally` from the progress events, writes one ``--json`` line per finished task, and
+reports at the end. Ctrl-C and SIGTERM are normal
 ways out: the work is cancelled, the library keeps only hidden ``.part`` files, and the
 summary of what finished is still printed.
 """
@@ -21,6 +22,8 @@ from rich.markup import escape
 
 import rodin_async
 from rodin_async import AsyncRodin, TaskDownload
+from rodin_async._processes import WorkerError, open_shards
+from rodin_async._shard import ClientSettings, ShardSettings
 
 from ._common import (
     EXIT_FAILED,
@@ -48,6 +51,7 @@ class Job:
     check: FileCheck = "size"
     rejected: int = 0  # input lines that were not task ids, reported before the run
     proxy: str | None = None  # named when the API can't be reached through it
+    processes: int = 1  # worker processes, each with its own event loop and connections
 
 
 @attrs.frozen
@@ -87,9 +91,13 @@ def task_json(result: TaskDownload) -> dict[str, object]:
 
 
 def download_all(
-    open_client: ClientFactory, job: Job, output: Output, *, title: str = "Downloading"
+    settings: ClientSettings, job: Job, output: Output, *, title: str = "Downloading"
 ) -> Tally:
     """Download *job*'s tasks with progress; return the tally, even after Ctrl-C.
+
+    With ``job.processes`` above 1 the tasks are shared among worker processes; their
+    progress and results feed the one tally here, so the display and the summary are
+    the same.
 
     Raises:
         CliError: The run could not start (bad key, unusable destination, bad uuid),
@@ -97,7 +105,7 @@ def download_all(
     """
     tally = Tally(len(job.uuids), inputs_rejected=job.rejected)
     try:
-        run(lambda: _download(open_client, job, tally, output, title))
+        run(lambda: _download(settings, job, tally, output, title))
     except Interrupted as exc:
         tally.stopped_by = exc.signum
     finally:
@@ -106,23 +114,22 @@ def download_all(
 
 
 async def _download(
-    open_client: ClientFactory, job: Job, tally: Tally, output: Output, title: str
+    settings: ClientSettings, job: Job, tally: Tally, output: Output, title: str
 ) -> None:
-    async with open_client() as rodin:
-        with _progress(tally, output, title):
-            results = rodin.download_many(
-                job.uuids,
-                job.dest,
-                overwrite=job.overwrite,
-                check=job.check,
-                on_progress=tally.on_event,
-            )
-            async with contextlib.aclosing(results):
+    shard = ShardSettings(settings, job.dest, overwrite=job.overwrite, check=job.check)
+    api = _api(settings, job)
+    try:
+        async with open_shards(
+            shard, job.uuids, processes=job.processes, on_progress=tally.on_event
+        ) as results:
+            with _progress(tally, output, title):
                 async for result in results:
                     tally.record(result)
-                    if (stop := _stop_reason(result, _api(rodin, job))) is not None:
+                    if (stop := _stop_reason(result, api)) is not None:
                         raise stop  # every other task would fail the same way
                     output.task_done(result)
+    except WorkerError as exc:  # every worker process died: the rest can't start
+        tally.aborted = first_line(exc)
 
 
 @contextlib.contextmanager
@@ -134,9 +141,9 @@ def _progress(tally: Tally, output: Output, title: str) -> Iterator[None]:
         yield
 
 
-def _api(rodin: AsyncRodin, job: Job) -> str:
+def _api(settings: ClientSettings, job: Job) -> str:
     """The API as a message names it: its URL, and the proxy between when there is one."""
-    return rodin.base_url + (f" (through the proxy {job.proxy})" if job.proxy else "")
+    return settings.api_url + (f" (through the proxy {job.proxy})" if job.proxy else "")
 
 
 def _stop_reason(result: TaskDownload, api: str) -> CliError | None:
@@ -190,6 +197,11 @@ def _exit_code(tally: Tally, console: Console) -> int:
             "as hidden .part files and resume when you run the same command again"
         )
         return exit_code_for(tally.stopped_by)
+    if tally.aborted is not None:
+        console.print(
+            f"[red]stopped:[/] {escape(tally.aborted)}; finished files are complete, partial "
+            "ones resume when you run the same command again"
+        )
     return EXIT_FAILED if tally.failed or tally.inputs_rejected else EXIT_OK
 
 

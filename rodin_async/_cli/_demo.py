@@ -20,10 +20,12 @@ from rich.console import Console
 from rich.filesize import decimal
 from rich.markup import escape
 
-from rodin_async import AsyncRodin, RetryPolicy, TaskDownload
+from rodin_async import RetryPolicy, TaskDownload
+from rodin_async._shard import ClientSettings
 
 from ._bulk import Job, Output, download_all, finish
 from ._common import EXIT_FAILED, error_console
+from ._download import Processes, worker_processes
 from ._fake_server import add_typical_tasks, import_testing
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ def demo(
     concurrency: Annotated[
         int, typer.Option("-j", "--concurrency", min=1, help="Files transferring at once.")
     ] = 8,
+    processes: Processes = None,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -67,7 +70,8 @@ def demo(
     injected = _inject_faults(server, list(expected)) if faults else []
     with _destination(output, keep, console) as dest, server:
         _introduce(console, server, expected, injected, dest)
-        code = _run(server, expected, dest, concurrency, console)
+        processes = worker_processes(processes, tasks, concurrency)
+        code = _run(server, expected, dest, (concurrency, processes), console)
     raise typer.Exit(code)
 
 
@@ -75,17 +79,16 @@ def _run(
     server: FakeRodin,
     expected: dict[str, list[str]],
     dest: Path,
-    concurrency: int,
+    parallel: tuple[int, int],
     console: Console,
 ) -> int:
-    def open_client() -> AsyncRodin:
-        return AsyncRodin(
-            server.api_key, base_url=server.base_url, max_concurrency=concurrency, retry=_DEMO_RETRY
-        )
-
+    concurrency, processes = parallel
+    settings = ClientSettings(
+        server.api_key, base_url=server.base_url, max_concurrency=concurrency, retry=_DEMO_RETRY
+    )
     uuids = list(expected)
     output = Output(console)
-    tally = download_all(open_client, Job(uuids, dest), output)
+    tally = download_all(settings, Job(uuids, dest, processes=processes), output)
     code = finish(tally, uuids, output, title="rodin-async demo")
     with console.status("verifying files…"):
         problems = verify(server, expected, tally.results, dest)

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from rodin_async import RetryPolicy
+from rodin_async._processes import SLOTS_PER_PROCESS, TASKS_PER_PROCESS, default_processes
 
 from ._bulk import FileCheck, Job, Output, download_all, finish, write_lines
 from ._common import EXIT_FAILED, EXIT_OK, error_console
@@ -27,6 +28,19 @@ Dest = Annotated[
 Concurrency = Annotated[
     int, typer.Option("-j", "--concurrency", min=1, help="Files transferring at once.")
 ]
+Processes = Annotated[
+    int | None,
+    typer.Option(
+        "--processes",
+        min=1,
+        metavar="N",
+        help="Worker processes, each with its own event loop and connections, sharing the "
+        "tasks and the -j transfers (one event loop uses at most one core). Default: one "
+        f"per core, but at most one per {TASKS_PER_PROCESS} tasks and per "
+        f"{SLOTS_PER_PROCESS} transfers (so 1 for short lists).",
+        show_default=False,
+    ),
+]
 
 
 def download(
@@ -38,6 +52,7 @@ def download(
     ] = None,
     output: Dest = Path("rodin-results"),
     concurrency: Concurrency = 8,
+    processes: Processes = None,
     from_file: Annotated[
         list[str] | None,
         typer.Option(
@@ -120,7 +135,7 @@ def download(
             write_lines(failed_file, [])  # nothing left to retry: a retry loop can end
         out.console.print("no task uuids to download")
         raise typer.Exit(EXIT_FAILED if wanted.rejected else EXIT_OK)
-    factory = connect(
+    settings = connect(
         api_key_file,
         base_url,
         proxy=proxy,
@@ -128,16 +143,18 @@ def download(
         max_concurrency=concurrency,
         retry=RetryPolicy(attempts=retries + 1),
     )
-    if not quiet:
-        out.console.print(f"downloading {len(wanted.uuids)} task(s) to {escape(str(output))}")
     job = Job(
         wanted.uuids, output, overwrite=overwrite, check=check,
         rejected=len(wanted.rejected), proxy=proxy,
+        processes=worker_processes(processes, len(wanted.uuids), concurrency),
     )  # fmt: skip
-    tally = download_all(factory, job, out)
+    if not quiet:
+        out.console.print(_intro(job))
+    tally = download_all(settings, job, out)
     rerun = rerun_options(
         ("-o", output, None),
         ("-j", concurrency, 8),
+        ("--processes", processes, None),
         ("--retries", retries, 4),
         ("--check", check, "size"),
         ("--api-key-file", api_key_file, None),
@@ -146,6 +163,19 @@ def download(
         ("--ca-bundle", ca_bundle, None),
     )
     raise typer.Exit(finish(tally, wanted.uuids, out, failed_file=failed_file, rerun=rerun))
+
+
+def worker_processes(asked: int | None, tasks: int, concurrency: int) -> int:
+    """How many processes to use: as asked (never more than tasks or transfers to share),
+    or by default one per core where that pays (`default_processes`)."""
+    if asked is None:
+        return default_processes(tasks, concurrency)
+    return max(1, min(asked, tasks, concurrency))
+
+
+def _intro(job: Job) -> str:
+    where = f"downloading {len(job.uuids)} task(s) to {escape(str(job.dest))}"
+    return where + (f" in {job.processes} processes" if job.processes > 1 else "")
 
 
 def _read_uuids(arguments: list[str], files: list[str], out: Output) -> Wanted:

@@ -26,8 +26,9 @@ from rodin_async._generation import (
     TextureResolution,
     Tier,
 )
+from rodin_async._shard import ClientSettings
 
-from ._bulk import ClientFactory, Job, Output, download_all, finish
+from ._bulk import Job, Output, download_all, finish
 from ._common import error_console, print_json
 from ._options import ApiKeyFile, BaseUrl, CaBundle, Proxy, connect
 from ._workflow import call, wait_for
@@ -212,9 +213,9 @@ def generate(
         hd_texture=hd_texture, texture_delight=texture_delight, texture_mode=texture_mode,
         is_micro=is_micro, geometry_instruct_mode=geometry_instruct_mode,
     )  # fmt: skip
-    factory = connect(api_key_file, base_url, proxy=proxy, ca_bundle=ca_bundle)
+    settings = connect(api_key_file, base_url, proxy=proxy, ca_bundle=ca_bundle)
     follow = Follow(wait_, output, interval, timeout, json_output)
-    submit_and_follow(factory, request, retry_submit, follow, "rodin-async generate")
+    submit_and_follow(settings, request, retry_submit, follow, "rodin-async generate")
 
 
 def generate_texture(
@@ -262,13 +263,13 @@ def generate_texture(
         image=image, model=model, prompt=prompt, seed=seed, reference_scale=reference_scale,
         geometry_file_format=geometry_file_format, material=material, resolution=resolution,
     )  # fmt: skip
-    factory = connect(api_key_file, base_url, proxy=proxy, ca_bundle=ca_bundle)
+    settings = connect(api_key_file, base_url, proxy=proxy, ca_bundle=ca_bundle)
     follow = Follow(wait_, output, interval, timeout, json_output)
-    submit_and_follow(factory, request, retry_submit, follow, "rodin-async generate-texture")
+    submit_and_follow(settings, request, retry_submit, follow, "rodin-async generate-texture")
 
 
 def submit_and_follow(
-    factory: ClientFactory,
+    settings: ClientSettings,
     request: GenerationRequest | TextureRequest,
     retry_submit: bool,
     follow: Follow,
@@ -279,15 +280,15 @@ def submit_and_follow(
     def submit(rodin: AsyncRodin) -> Awaitable[GenerationJob]:
         return rodin.submit(request, retry_submit=retry_submit)
 
-    job = call(factory, submit)
+    job = call(settings.open, submit)
     _show_job(job, follow.json_output)
     if not (follow.wait or follow.output is not None):
         _hint_next(job)
         return
-    wait_for(factory, job, follow.interval, follow.timeout)
+    wait_for(settings.open, job, follow.interval, follow.timeout)
     out = Output(error_console(), json_lines=follow.json_output)
     dest = follow.output or Path("rodin-results")
-    tally = download_all(factory, Job([job.uuid], dest), out)
+    tally = download_all(settings, Job([job.uuid], dest), out)
     raise typer.Exit(finish(tally, [job.uuid], out, title=title))
 
 

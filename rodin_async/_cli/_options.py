@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import httpx
 import typer
 
-from rodin_async import AsyncRodin
+from rodin_async import RetryPolicy
+from rodin_async._shard import ClientSettings
 
-from ._bulk import ClientFactory
 from ._common import CliError
 from ._inputs import resolve_key
 
@@ -74,29 +73,36 @@ def connect(
     *,
     proxy: str | None = None,
     ca_bundle: Path | None = None,
-    **options: Any,
-) -> ClientFactory:
-    """A factory of configured clients; the key and the CAs are read now, to fail early.
+    max_concurrency: int = 8,
+    retry: RetryPolicy | None = None,
+) -> ClientSettings:
+    """The settings of the clients a command opens (``.open()``); they pickle, so worker
+    processes build theirs from them. The key and the CAs are read now, to fail early.
 
     Raises:
         CliError: No API key could be found, or the CA bundle can't be used.
     """
     key = resolve_key(key_file)
-    # Only what was given: the library's defaults (env proxies, default CAs) otherwise.
-    if proxy is not None:
-        options["proxy"] = proxy
     if ca_bundle is not None:
-        options["verify"] = trust_also(ca_bundle)
-    return lambda: AsyncRodin(key, base_url=base_url, **options)
+        check_ca_bundle(ca_bundle)
+    # Only what was given: the library's defaults (env proxies, default CAs) otherwise.
+    return ClientSettings(
+        key,
+        base_url=base_url,
+        max_concurrency=max_concurrency,
+        retry=retry,
+        proxy=proxy,
+        ca_bundle=str(ca_bundle) if ca_bundle is not None else None,
+    )
 
 
-def trust_also(ca_bundle: Path) -> ssl.SSLContext:
-    """httpx's default TLS context (certifi, or SSL_CERT_FILE/DIR) that also trusts *ca_bundle*.
+def check_ca_bundle(ca_bundle: Path) -> None:
+    """Fail now if *ca_bundle* can't be read or holds no PEM certificate.
 
     Raises:
-        CliError: The file can't be read or holds no PEM certificate.
+        CliError: The file can't be used; the message says why.
     """
-    context = httpx.create_ssl_context()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # bare: the default CAs load later
     try:
         context.load_verify_locations(cafile=ca_bundle)
     except ssl.SSLError as exc:  # before OSError: it is one
@@ -104,4 +110,3 @@ def trust_also(ca_bundle: Path) -> ssl.SSLContext:
         raise CliError(f"can't use --ca-bundle {str(ca_bundle)!r}: {reason}") from exc
     except OSError as exc:
         raise CliError(f"can't use --ca-bundle {str(ca_bundle)!r}: {exc.strerror}") from exc
-    return context

@@ -57,7 +57,7 @@ def files(
     Sizes show as '-': the listing doesn't carry them.
     """
     listed = call(
-        connect(api_key_file, base_url, proxy=proxy, ca_bundle=ca_bundle),
+        connect(api_key_file, base_url, proxy=proxy, ca_bundle=ca_bundle).open,
         lambda rodin: rodin.list_files(uuid),
     )
     rows = [_file_row(f, urls) for f in listed]
@@ -94,7 +94,7 @@ def balance(
 ) -> None:
     """Show the credits left on the account."""
     credits = call(
-        connect(api_key_file, base_url, proxy=proxy, ca_bundle=ca_bundle),
+        connect(api_key_file, base_url, proxy=proxy, ca_bundle=ca_bundle).open,
         lambda rodin: rodin.balance(),
     )
     if json_output:
@@ -116,7 +116,7 @@ def status(
 ) -> None:
     """Show the status of a generation's jobs (one poll)."""
     answer = call(
-        connect(api_key_file, base_url, proxy=proxy, ca_bundle=ca_bundle),
+        connect(api_key_file, base_url, proxy=proxy, ca_bundle=ca_bundle).open,
         lambda rodin: rodin.status(key),
     )
     _show_status(answer, json_output)
@@ -164,7 +164,10 @@ def wait(
     Exit status: 0 done, 1 a job failed or was canceled, 124 timed out, 130 Ctrl-C.
     """
     final = wait_for(
-        connect(api_key_file, base_url, proxy=proxy, ca_bundle=ca_bundle), key, interval, timeout
+        connect(api_key_file, base_url, proxy=proxy, ca_bundle=ca_bundle).open,
+        key,
+        interval,
+        timeout,
     )
     _show_status(final, json_output)
 

@@ -1,0 +1,391 @@
+"""A bulk download sharded across worker processes, fed from the parent and reported to it.
+
+One event loop is one core. `open_shards` starts N workers (`rodin_async._worker`, each
+``python -c`` in a session of its own), each running the shard unit of
+`rodin_async._shard` with its own event loop and `AsyncRodin`, and each given its share
+of the transfer and API-call limits.
+
+Uuids go out as workers ask for them: a worker holds at most *window* tasks it was given
+and hasn't finished (three per transfer slot: two in flight, one queued), and gets more
+as its results come back. A fast worker gets more work, a slow one doesn't hold the
+rest back, and a million-uuid input is read as it goes. Every worker's progress events
+and results come back to the parent's event loop, where one progress callback (the
+CLI's tally, display and summary) sees them all.
+
+Leaving `open_shards` tells the workers to stop; they cancel what runs, keeping
+``.part`` files, report, and exit (after `STOP_GRACE` seconds they are killed). A worker
+that dies (SIGKILL, out of memory) closes its stdout: its unfinished tasks fail with
+`WorkerError` and the others go on. A worker whose parent dies sees its stdin end and
+stops. The API key travels inside the pickled settings, through the pipe: never in
+argv or in a worker's environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sized
+from pathlib import Path
+
+import anyio
+import attrs
+from anyio.abc import Process, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._errors import InvalidTaskError, RodinError
+from ._files import check_task_uuid, prepare_destination
+from ._models import TaskDownload
+from ._progress import ProgressCallback, TaskFinished, ignore
+from ._shard import ShardSettings, open_shard
+from ._worker import READ_SIZE, Batch, End, Fatal, FrameReader, Start, Stop, Tasks, encode
+
+__all__ = [
+    "STOP_GRACE",
+    "WorkerError",
+    "default_processes",
+    "open_shards",
+    "usable_cores",
+]
+
+STOP_GRACE = 5.0  # seconds a worker has to wind down before it is killed
+_WINDOW_PER_SLOT = 3  # tasks a worker may hold per transfer slot: 2 in flight, 1 queued
+# A worker never uses these; when installed, httpx imports its CLI's (rich, click, pygments)
+# and httpcore imports trio. Blocking them takes a third off a worker's start-up CPU.
+_WORKER_COMMAND = (
+    "import sys; sys.modules.update(dict.fromkeys(('click', 'pygments', 'rich', 'trio'))); "
+    "from rodin_async._worker import serve; serve()"
+)
+
+
+# --processes' default: a worker costs ~0.4 CPU s to start (imports) and ~0.5 s before its
+# first transfer, so it pays only with enough work: 100 tasks per process (the Rodin mix:
+# ~5 s of one process's work), and 2 transfers per process at least.
+TASKS_PER_PROCESS = 100
+SLOTS_PER_PROCESS = 2
+_CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
+_CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
+
+
+def default_processes(tasks: int, concurrency: int) -> int:
+    """How many processes a download of *tasks* with *concurrency* transfers should use.
+
+    One per usable core, but at most one per `TASKS_PER_PROCESS` tasks and per
+    `SLOTS_PER_PROCESS` transfers, and at least one.
+    """
+    limits = (usable_cores(), tasks // TASKS_PER_PROCESS, concurrency // SLOTS_PER_PROCESS)
+    return max(1, min(limits))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, cpusets), and a
+    container's CPU quota (cgroup ``cpu.max``), which the affinity doesn't show."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover  (macOS, Windows)
+        cores = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    return max(1, min(cores, math.ceil(quota))) if quota is not None else cores
+
+
+def _cgroup_quota() -> float | None:
+    """CPUs the cgroup may use (quota ÷ period), or None when unlimited or unknown."""
+    try:
+        if _CGROUP_V2.exists():
+            quota, period = _CGROUP_V2.read_text().split()[:2]
+        else:
+            quota = (_CGROUP_V1 / "cpu.cfs_quota_us").read_text().strip()
+            period = (_CGROUP_V1 / "cpu.cfs_period_us").read_text().strip()
+        if quota in ("max", "-1"):
+            return None
+        return int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+class WorkerError(RodinError):
+    """A worker process stopped before it finished its tasks (killed, out of memory)."""
+
+
+@contextlib.asynccontextmanager
+async def open_shards(
+    settings: ShardSettings,
+    uuids: Iterable[str],
+    *,
+    processes: int,
+    on_progress: ProgressCallback | None = None,
+) -> AsyncIterator[AsyncIterator[TaskDownload]]:
+    """Download *uuids* in *processes* workers; the block iterates the results.
+
+    With one process the shard runs here, in this event loop. Otherwise each worker gets
+    its share of *settings*' concurrency limits and uuids as it asks for them; results
+    come as tasks finish, and every worker's progress events reach *on_progress* here,
+    in this loop (`TaskFinished` just before its result). Leaving the block stops the
+    workers: they cancel what runs, keeping partial files, and exit.
+
+    A worker that dies fails its unfinished tasks with `WorkerError`; the others go on.
+
+    Raises:
+        WorkerError: Every worker died while tasks were left (after the results).
+        DestinationError: *settings.dest* is not a writable directory.
+        RodinError: A worker's shard failed as a whole (its own error, as it raised it).
+    """
+    processes = min(processes, settings.client.max_concurrency)  # a slot each at least
+    if isinstance(uuids, Sized):
+        processes = min(processes, len(uuids))
+    if processes <= 1:
+        async with open_shard(settings, uuids, on_progress) as results:
+            yield results
+        return
+    await prepare_destination(settings.dest)  # fail here, once, before any worker starts
+    pool = _Pool(settings, uuids, on_progress or ignore)
+    async with anyio.create_task_group() as tg:
+        try:
+            await pool.spawn(processes)
+            await tg.start(pool.supervise)
+            yield pool.receive
+        finally:
+            with anyio.CancelScope(shield=True):
+                await pool.stop()
+    if pool.failure is not None:
+        raise pool.failure
+
+
+@attrs.define(eq=False)
+class _Worker:
+    """The parent's view of one worker process."""
+
+    process: Process
+    frames: FrameReader
+    window: int  # tasks it may hold at once
+    given: list[str] = attrs.Factory(list)  # sent to it, no result yet
+    ended: bool = False  # told End (or Stop)
+    alive: bool = True  # its stdout is still open
+    lock: anyio.Lock = attrs.Factory(anyio.Lock)
+
+    async def send(self, message: object) -> None:
+        """Send *message*; a worker that has gone is noticed by its reader, not here."""
+        stdin = self.process.stdin
+        assert stdin is not None  # noqa: S101  (opened with a pipe)
+        async with self.lock:
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                await stdin.send(encode(message))
+
+    def how_it_ended(self) -> str:
+        """``killed by SIGKILL``, ``exit status 1``: for messages."""
+        code = self.process.returncode
+        if code is None:
+            return "still running"
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(-code).name}"
+        return f"exit status {code}"
+
+
+class _Input:
+    """The uuids to hand out, read one ahead so that the end is known when it comes."""
+
+    _END = object()
+
+    def __init__(self, uuids: Iterable[str]) -> None:
+        self._iterator: Iterator[str] = iter(uuids)
+        self._next: object = next(self._iterator, self._END)
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether every uuid has been taken."""
+        return self._next is self._END
+
+    def take(self) -> str:
+        """The next uuid (call only when not `exhausted`)."""
+        value, self._next = self._next, next(self._iterator, self._END)
+        assert isinstance(value, str)  # noqa: S101
+        return value
+
+
+class _Pool:
+    """The workers of one run: spawning, feeding, reading their reports, stopping them."""
+
+    def __init__(
+        self, settings: ShardSettings, uuids: Iterable[str], on_progress: ProgressCallback
+    ) -> None:
+        self.settings = settings
+        self.input = _Input(uuids)
+        self.emit = on_progress
+        self.workers: list[_Worker] = []
+        self.send: MemoryObjectSendStream[TaskDownload]
+        self.receive: MemoryObjectReceiveStream[TaskDownload]
+        self.send, self.receive = anyio.create_memory_object_stream[TaskDownload](64)
+        self.failure: RodinError | None = None
+        self.stopping = False
+        self.supervising = False
+        self.done = anyio.Event()  # every worker's stdout has ended
+
+    async def spawn(self, count: int) -> None:
+        """Start *count* workers and hand each its settings (its share of the limits)."""
+        environment = {k: v for k, v in os.environ.items() if k != "RODIN_API_KEY"}
+        for index in range(count):
+            share = attrs.evolve(self.settings, client=self.settings.client.share(index, count))
+            process = await anyio.open_process(
+                [sys.executable, "-c", _WORKER_COMMAND],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=None,  # a worker's own trouble (a traceback) shows on ours
+                env=environment,
+                start_new_session=True,  # a terminal's Ctrl-C goes to the parent alone
+            )
+            worker = _Worker(process, FrameReader(_receiver(process)), _window(share))
+            self.workers.append(worker)
+            await worker.send(Start(share))
+
+    async def supervise(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Feed every worker and read its reports until all have ended."""
+        self.supervising = True
+        task_status.started()
+        try:
+            with anyio.CancelScope(shield=True), self.send:  # only `stop` ends the workers
+                await self._prime()
+                async with anyio.create_task_group() as tg:
+                    for worker in self.workers:
+                        tg.start_soon(self._read, worker)
+        finally:
+            self.done.set()
+
+    async def _read(self, worker: _Worker) -> None:
+        while (message := await worker.frames.next()) is not None:
+            if isinstance(message, Batch):
+                for event in message.events:
+                    self.emit(event)
+                for result in message.results:
+                    if result.task_uuid in worker.given:
+                        worker.given.remove(result.task_uuid)
+                    await self._deliver(result)
+                await self._feed(worker)
+            elif isinstance(message, Fatal) and self.failure is None:
+                self.failure = message.error  # raised once every worker has stopped
+                await self._stop_workers()
+        await self._ended(worker)
+
+    async def _prime(self) -> None:
+        """Deal the first tasks round-robin, so a short list still reaches every worker."""
+        dealt: dict[int, list[str]] = {id(w): [] for w in self.workers}
+        while True:
+            taken = [await self._take(w, dealt[id(w)], limit=1) for w in self.workers]
+            if not any(taken):
+                break
+        for worker in self.workers:
+            await self._give(worker, dealt[id(worker)])
+        await self._end_if_exhausted()
+
+    async def _feed(self, worker: _Worker) -> None:
+        """Top the worker's tasks up to its window."""
+        uuids: list[str] = []
+        await self._take(worker, uuids)
+        await self._give(worker, uuids)
+        await self._end_if_exhausted()
+
+    async def _take(self, worker: _Worker, uuids: list[str], limit: int | None = None) -> int:
+        """Add to *uuids* what *worker* has room for (at most *limit*); return how many."""
+        taken = 0
+        while not self.stopping and not self.input.exhausted and worker.alive:
+            if len(worker.given) + len(uuids) >= worker.window or taken == limit:
+                break
+            raw = self.input.take()
+            try:
+                uuids.append(check_task_uuid(raw))
+            except InvalidTaskError as exc:  # no worker needed to say so
+                await self._deliver(TaskDownload(raw, self.settings.dest, error=exc))
+                continue
+            taken += 1
+        return taken
+
+    async def _give(self, worker: _Worker, uuids: list[str]) -> None:
+        if uuids:
+            worker.given += uuids
+            await worker.send(Tasks(tuple(uuids)))
+
+    async def _end_if_exhausted(self) -> None:
+        """Once the input has run out, tell every worker: it finishes, then exits."""
+        if self.input.exhausted:
+            for other in self.workers:
+                if not other.ended:
+                    other.ended = True
+                    await other.send(End())
+
+    async def _deliver(self, result: TaskDownload) -> None:
+        """Hand *result* to the consumer, after its `TaskFinished` event."""
+        if self.stopping:
+            return  # nobody reads results any more; the events still count
+        self.emit(TaskFinished(result))
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await self.send.send(result)
+
+    async def _ended(self, worker: _Worker) -> None:
+        """The worker's stdout ended: wait for it, and fail the tasks it didn't finish."""
+        worker.alive = False
+        with anyio.move_on_after(STOP_GRACE):
+            await worker.process.wait()
+        if worker.process.returncode is None:
+            worker.process.kill()
+            await worker.process.wait()
+        lost, worker.given = worker.given, []
+        for uuid in lost:
+            error = WorkerError(
+                f"the worker process downloading it stopped ({worker.how_it_ended()}); "
+                "its partial files were kept and resume when you run the download again"
+            )
+            await self._deliver(TaskDownload(uuid, self.settings.dest / uuid, error=error))
+        if (
+            not self.stopping
+            and not self.input.exhausted
+            and not any(w.alive for w in self.workers)
+        ):
+            self.failure = WorkerError(
+                f"every worker process stopped (the last: {worker.how_it_ended()}) before "
+                "all tasks were started"
+            )
+
+    async def _stop_workers(self) -> None:
+        """Tell every live worker to stop; from now on results are dropped."""
+        self.stopping = True
+        for worker in self.workers:
+            if worker.alive:
+                worker.ended = True
+                await worker.send(Stop())
+
+    async def stop(self) -> None:
+        """Tell every worker to stop, let them report, and kill what lingers."""
+        self.receive.close()
+        if not self.supervising:  # spawning failed: nobody reads the workers
+            self.done.set()
+        with anyio.move_on_after(STOP_GRACE):
+            await self._stop_workers()
+            await self.done.wait()
+        for worker in self.workers:
+            if worker.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.kill()
+        with anyio.move_on_after(STOP_GRACE):
+            await self.done.wait()
+            for worker in self.workers:
+                await worker.process.aclose()
+
+
+def _window(share: ShardSettings) -> int:
+    return _WINDOW_PER_SLOT * share.client.max_concurrency
+
+
+def _receiver(process: Process) -> Callable[[], Awaitable[bytes]]:
+    stdout = process.stdout
+    assert stdout is not None  # noqa: S101  (opened with a pipe)
+
+    async def receive() -> bytes:
+        try:
+            return await stdout.receive(READ_SIZE)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return b""
+
+    return receive
