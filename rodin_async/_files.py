@@ -502,7 +502,8 @@ class _PartFile:
         the part into place; return (size, SHA-256).
 
         If the chunks can't be written the part is kept for a resume, as after any
-        failed write; if a later step fails it is discarded.
+        failed write, when its validator is beside it (this hop writes none for a part
+        it starts); if a later step fails it is discarded.
 
         Raises:
             DecodeError: An encoded body was cut short.
@@ -511,7 +512,7 @@ class _PartFile:
         try:
             self.write(chunks, resumable=False)
         except BaseException:
-            self.abandon(discard=False)
+            self.abandon(discard=not self._meta_may_exist)  # no validator: not resumable
             raise
         try:
             self._check_and_rename(final_name)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -32,6 +34,7 @@ from rodin_async import (
     TaskDownloadError,
     TaskFinished,
     TransportError,
+    _files,
 )
 from rodin_async.testing import FakeRodin, Fault
 
@@ -211,6 +214,30 @@ async def test_small_file_finished_in_one_hop_still_resumes_and_checks(
     assert_complete(server, result)
     assert [r.range for r in server.file_requests(task, "preview.webp")] == ["bytes=10000-"]
     assert [r.range for r in server.file_requests(task, "meta.json")] == [None, "bytes=3000-"]
+
+
+async def test_a_failed_one_hop_write_leaves_no_part_it_could_not_resume(
+    server: FakeRodin, rodin: AsyncRodin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk error while a small file is written and renamed in one hop (which writes no
+    validator) removes the part; an existing part's own validator keeps it resumable."""
+    task = server.add_task({"fresh.bin": 50_000, "resumed.bin": 60_000})
+    content = server.content(task, "resumed.bin")
+    plant_part(tmp_path / task, "resumed.bin", content[:10_000], total=len(content))
+    append = _files._PartFile._append
+
+    def disk_full_after_some(self: Any, file: Any, piece: bytes) -> int:
+        append(self, file, piece[:4096])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(_files._PartFile, "_append", disk_full_after_some)
+    with pytest.raises(TaskDownloadError, match="No space left"):
+        await rodin.download(task, tmp_path)
+    assert not (tmp_path / task / ".fresh.bin.part").exists()
+    assert (tmp_path / task / ".resumed.bin.part").stat().st_size == 10_000 + 4096
+    monkeypatch.undo()
+    assert_complete(server, await rodin.download(task, tmp_path))
+    assert server.file_requests(task, "resumed.bin")[-1].range == "bytes=14096-"
 
 
 async def test_a_task_of_small_files_costs_one_thread_hop_per_file(
