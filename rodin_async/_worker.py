@@ -36,6 +36,7 @@ import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._errors import RodinError
+from ._gc import settle as settle_gc
 from ._models import TaskDownload
 from ._progress import (
     FileFailed,
@@ -157,6 +158,7 @@ def serve() -> None:
     """A worker process's entry point: the protocol runs over its original stdin/stdout."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    settle_gc()  # a worker process is ours alone
     inbox, outbox = _take_stdio()
     run_loop(lambda: _serve(inbox, outbox))
 

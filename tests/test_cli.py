@@ -163,6 +163,21 @@ def test_the_command_tunes_only_its_own_collector() -> None:
     assert out[-2:] == ["10000", "True"]
 
 
+def test_a_worker_process_tunes_its_collector_too() -> None:
+    """A --processes worker (whose stdin ends at once, so it stops) tunes its collector."""
+    script = (
+        "import gc, sys; from rodin_async import _worker\n"
+        "before = gc.get_threshold()[0]\n"
+        "_worker.serve()\n"
+        "print(before, gc.get_threshold()[0], gc.get_freeze_count() > 0, file=sys.stderr)\n"
+    )
+    done = subprocess.run(  # pipes, as its parent gives it
+        [sys.executable, "-c", script], input="", capture_output=True, text=True, check=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.stderr.split()[-3:] == ["700", "10000", "True"], done.stderr
+
+
 # -- reading uuids ---------------------------------------------------------------------------
 
 

@@ -6,7 +6,6 @@ installed: a user without it gets the install hint, not a traceback.
 
 from __future__ import annotations
 
-import gc
 import sys
 
 __all__ = ["main"]
@@ -22,24 +21,8 @@ def main() -> None:
     except ImportError:
         print(_HINT, file=sys.stderr)
         raise SystemExit(1) from None
+    from .._gc import settle
     from ._app import app
 
-    _settle_gc()
+    settle()  # this process is ours alone: tune its collector (the library never does)
     app(prog_name="rodin-async")
-
-
-# Young objects are collected once this many more are allocated than freed (Python's
-# default is 700). A bulk download allocates many short-lived objects per file, nearly
-# all freed by reference counting; the collector finds little each time it runs.
-_YOUNG_THRESHOLD = 10_000
-
-
-def _settle_gc() -> None:
-    """Tune the collector for this process, which is ours alone (the library never does).
-
-    What start-up made (modules, classes, functions) lives as long as the process:
-    frozen, it is skipped by every later full collection.
-    """
-    gc.freeze()
-    _, *older = gc.get_threshold()
-    gc.set_threshold(_YOUNG_THRESHOLD, *older)
