@@ -656,7 +656,8 @@ def _require_asyncio() -> None:
         return  # called outside any event loop: nothing runs yet
     if library != "asyncio":
         raise ConfigurationError(
-            f"rodin-async runs on asyncio (its file transport is built on asyncio's loop), "
+            f"rodin-async runs on asyncio (its file transport and aiofiles' threads are "
+            f"built on asyncio's loop), "
             f"not on {library}; use anyio.run(main) or asyncio.run(main)"
         )
 

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+import aiofiles.os
 import anyio
 import attrs
 import filelock
@@ -558,7 +559,7 @@ class _PartFile:
 
 
 class PartWriter:
-    """Writes a download's ``.part`` file in a worker thread, decoding and hashing as it goes.
+    """Writes a download's ``.part`` file through aiofiles, decoding and hashing as it goes.
 
     Chunks are gathered (`add`) and written in batches, one thread hop each, and the last
     batch rides along with the commit: a small file costs one hop in all. Decoding and
@@ -651,11 +652,14 @@ class PartWriter:
 
 
 async def run_shielded(func: Callable[..., T], *args: object) -> T:
-    """Run blocking *func* in a worker thread, to completion even if we are cancelled.
+    """Run blocking file work *func* in aiofiles' worker threads, to completion even if
+    we are cancelled.
 
-    A cancelled hop would drop what the thread opened (a folder, a lock, a file) on the
-    floor, or close a file while the thread still writes to it.
+    Every disk operation (opening, writing, hashing, renaming, the lock and the manifest)
+    goes through here, in batches, so a file costs few hops. A cancelled hop would drop
+    what the thread opened (a folder, a lock, a file) on the floor, or close a file while
+    the thread still writes to it.
     """
     with anyio.CancelScope(shield=True):
-        result = await anyio.to_thread.run_sync(func, *args)
+        result: T = await aiofiles.os.wrap(func)(*args)
     return result

@@ -71,7 +71,14 @@ def workers_of(child: subprocess.Popen[str]) -> list[psutil.Process]:
         children = psutil.Process(child.pid).children()
     except psutil.NoSuchProcess:
         return []
-    return [p for p in children if "rodin_async._worker" in " ".join(p.cmdline())]
+    return [p for p in children if "rodin_async._worker" in _command_line(p)]
+
+
+def _command_line(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # exited (or a zombie) since it was listed
+        return ""
 
 
 def gone(process: psutil.Process) -> bool:

@@ -10,10 +10,11 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiofiles.os
 import anyio
 import anyio.lowlevel
 import httpx
@@ -246,13 +247,13 @@ async def test_a_task_of_small_files_costs_one_thread_hop_per_file(
     """Per file open+write+commit is one hop; per task, a look, a claim and a close."""
     task = server.add_task({f"f{i}.bin": 1000 * i for i in range(1, 6)})
     hops: list[str] = []
-    run_sync = anyio.to_thread.run_sync
+    wrap = aiofiles.os.wrap
 
-    async def counting(func: Callable[..., T], *args: object, **kwargs: Any) -> T:
+    def counting(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
         hops.append(getattr(func, "__qualname__", repr(func)))
-        return await run_sync(func, *args, **kwargs)
+        return wrap(func)
 
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    monkeypatch.setattr(aiofiles.os, "wrap", counting)
     assert_complete(server, await rodin.download(task, tmp_path))
     assert len(hops) == 1 + 3 + 5, hops  # the destination, the task, its files
 

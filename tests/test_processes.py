@@ -37,9 +37,15 @@ def settings(server: FakeRodin, dest: Path, concurrency: int = 4) -> ShardSettin
 
 def workers() -> list[psutil.Process]:
     """This process's worker children."""
-    return [
-        p for p in psutil.Process().children() if "rodin_async._worker" in " ".join(p.cmdline())
-    ]
+    return [p for p in psutil.Process().children() if "rodin_async._worker" in command_line(p)]
+
+
+def command_line(process: psutil.Process) -> str:
+    """Its command line, or "" once it has exited (a zombie of another test, say)."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
 
 
 def trickling(server: FakeRodin, count: int) -> list[str]:
