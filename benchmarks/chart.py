@@ -109,7 +109,7 @@ def main() -> None:
         f"Python {v.get('python', '?')}, {results['started'][:10]}",
         fontsize=11,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (3.6 * rows)))  # room for the title
     args.output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output, dpi=110)
     print(f"wrote {args.output}")
