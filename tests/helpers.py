@@ -1,13 +1,19 @@
-"""Test helpers: a transport that measures concurrency, and disk-state assertions."""
+"""Test helpers: a transport that measures concurrency, disk-state assertions, and the
+command run as a real process (with its worker processes)."""
 
 from __future__ import annotations
 
 import collections
 import json
-from collections.abc import AsyncIterator
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
+import psutil
 
 from rodin_async import TaskDownload
 from rodin_async.testing import FakeRodin
@@ -108,3 +114,55 @@ def assert_complete(server: FakeRodin, result: TaskDownload) -> None:
 def final_files(directory: Path) -> list[Path]:
     """Files under their final (non-hidden) names."""
     return sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def command(*args: str) -> list[str]:
+    """The argv of `python -m rodin_async ARGS`."""
+    return [sys.executable, "-m", "rodin_async", *args]
+
+
+def environ(server: FakeRodin) -> dict[str, str]:
+    """The command's environment, pointing at the fake."""
+    return {**os.environ, "RODIN_BASE_URL": server.base_url, "RODIN_API_KEY": server.api_key}
+
+
+def run_command(
+    server: FakeRodin, *args: str, timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """Run the command to completion (bounded), capturing both streams."""
+    return subprocess.run(
+        command(*args), env=environ(server), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def start_command(server: FakeRodin, *args: str) -> subprocess.Popen[str]:
+    """Start the command in the background, both streams piped."""
+    return subprocess.Popen(
+        command(*args), env=environ(server), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll *condition* every 20 ms; fail the test if it never holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def worker_processes(parent: int | None = None) -> list[psutil.Process]:
+    """The rodin-async worker processes *parent* (default: this process) started."""
+    try:
+        children = psutil.Process(parent).children()
+    except psutil.NoSuchProcess:
+        return []
+    return [p for p in children if "rodin_async._worker" in command_line(p)]
+
+
+def command_line(process: psutil.Process) -> str:
+    """Its command line, or "" once it has exited (a zombie of another test, say)."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""

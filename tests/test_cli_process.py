@@ -10,8 +10,7 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,8 @@ from typer.testing import CliRunner
 import rodin_async
 from rodin_async._cli._app import app
 from rodin_async.testing import FakeRodin, Fault
+
+from .helpers import command, environ, run_command, start_command, wait_until
 
 FILES = {"base_basic_pbr.glb": 200_000, "preview.webp": 10_000}
 
@@ -32,37 +33,12 @@ def server() -> Iterator[FakeRodin]:
         yield fake
 
 
-def command(*args: str) -> list[str]:
-    """The argv of `python -m rodin_async ARGS`."""
-    return [sys.executable, "-m", "rodin_async", *args]
-
-
-def environ(server: FakeRodin) -> dict[str, str]:
-    """The child's environment, pointing at the fake."""
-    return {**os.environ, "RODIN_BASE_URL": server.base_url, "RODIN_API_KEY": server.api_key}
-
-
-def run(server: FakeRodin, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the command to completion (bounded), capturing both streams."""
-    return subprocess.run(
-        command(*args), env=environ(server), capture_output=True, text=True, timeout=30
-    )
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll *condition* every 20 ms; fail the test if it never holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
 def test_process_exit_codes_json_lines_and_rerun(server: FakeRodin, tmp_path: Path) -> None:
     """A real run: exit 1 with JSON lines and --failed-file, then exit 0 re-running from it."""
     good = [server.add_task(FILES) for _ in range(3)]
     failed = tmp_path / "failed.txt"
     out = str(tmp_path / "out")
-    first = run(
+    first = run_command(
         server, "download", *good, "late-task", "--json", "-o", out, "--failed-file", str(failed)
     )
     assert first.returncode == 1, first.stderr
@@ -72,9 +48,9 @@ def test_process_exit_codes_json_lines_and_rerun(server: FakeRodin, tmp_path: Pa
     )
     assert "tasks ok" in first.stderr  # the summary goes to stderr
     server.add_task(FILES, uuid="late-task")
-    again = run(server, "download", "--from-file", str(failed), "-o", out)
+    again = run_command(server, "download", "--from-file", str(failed), "-o", out)
     assert again.returncode == 0, again.stderr
-    assert run(server, "download").returncode == 2
+    assert run_command(server, "download").returncode == 2
 
 
 def test_ctrl_c_stops_cleanly(server: FakeRodin, tmp_path: Path) -> None:
@@ -84,13 +60,7 @@ def test_ctrl_c_stops_cleanly(server: FakeRodin, tmp_path: Path) -> None:
         server.add_faults(uuid, "big.glb", Fault.trickle(chunk=4096, interval=0.02))
     out, failed = tmp_path / "out", tmp_path / "failed.txt"
     args = ["download", *uuids, "-o", str(out), "--json", "--failed-file", str(failed)]
-    child = subprocess.Popen(
-        command(*args),
-        env=environ(server),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    child = start_command(server, *args)
     try:
         part = out / uuids[0] / ".big.glb.part"
         wait_until(lambda: part.exists() and part.stat().st_size > 0)  # mid-transfer
@@ -105,7 +75,7 @@ def test_ctrl_c_stops_cleanly(server: FakeRodin, tmp_path: Path) -> None:
         if path.is_file() and not path.name.startswith("."):
             assert path.read_bytes() == server.content(path.parent.name, path.name), path
     assert sorted(failed.read_text().split()) == sorted(uuids)
-    resumed = run(server, "download", "--from-file", str(failed), "-o", str(out))
+    resumed = run_command(server, "download", "--from-file", str(failed), "-o", str(out))
     assert resumed.returncode == 0, resumed.stderr
     assert re.search(r"size .*downloaded, [\d.]+ kB resumed", resumed.stderr)  # counted
     assert server.file_requests(uuids[0], "big.glb")[-1].range is not None
@@ -185,17 +155,6 @@ def test_only_the_cli_package_imports_typer_or_rich() -> None:
             assert not any(n.split(".")[0] in ("typer", "rich") for n in names), path
 
 
-def start(server: FakeRodin, *args: str) -> subprocess.Popen[str]:
-    """Start the command in the background, both streams piped."""
-    return subprocess.Popen(
-        command(*args),
-        env=environ(server),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def trickling_tasks(server: FakeRodin, count: int) -> list[str]:
     """Tasks whose big file arrives slowly, so a signal lands mid-transfer."""
     uuids = [server.add_task({"big.glb": 400_000, "meta.json": b"{}"}) for _ in range(count)]
@@ -210,7 +169,7 @@ def test_sigterm_stops_cleanly_like_ctrl_c(server: FakeRodin, tmp_path: Path) ->
     slow = trickling_tasks(server, 2)
     out, failed = tmp_path / "out", tmp_path / "failed.txt"
     args = ["download", done, *slow, "-o", str(out), "--failed-file", str(failed), "--json"]
-    child = start(server, *args)
+    child = start_command(server, *args)
     try:
         part = out / slow[0] / ".big.glb.part"
         assert child.stdout is not None
@@ -247,7 +206,7 @@ def test_messy_uuid_list_in_a_real_run(server: FakeRodin, tmp_path: Path) -> Non
     listing = tmp_path / "uuids.txt"
     listing.write_bytes("\r\n".join(lines).encode("utf-8") + b"\r\n")
     out = tmp_path / "out"
-    result = run(server, "download", "--from-file", str(listing), "-o", str(out), "--json")
+    result = run_command(server, "download", "--from-file", str(listing), "-o", str(out), "--json")
     assert result.returncode == 1, result.stderr
     assert sorted(json.loads(line)["uuid"] for line in result.stdout.splitlines()) == sorted(good)
     reported = [line for line in result.stderr.splitlines() if line.startswith(f"{listing}:")]
@@ -280,7 +239,7 @@ def test_long_failure_lines_stay_whole_in_a_pipe(server: FakeRodin, tmp_path: Pa
     message = " ".join(f"word{i}" for i in range(60))  # ~400 characters
     body = json.dumps({"error": "SOMETHING_LONG", "message": message}).encode()
     server.add_api_faults(Fault.status(400, body=body), endpoint="download")
-    result = run(server, "download", uuid, "-o", str(tmp_path))
+    result = run_command(server, "download", uuid, "-o", str(tmp_path))
     assert result.returncode == 1
     failed_rows = [line for line in result.stderr.splitlines() if uuid in line]
     assert len(failed_rows) == 2  # the task's row, and the list of failures
@@ -296,7 +255,7 @@ def test_rerun_hint_repeats_the_options_and_works_pasted(server: FakeRodin, tmp_
     trustme.CA().cert_pem.write_to_path(str(bundle))
     options = ["-o", str(out), "-j", "3", "--retries", "2", "--check", "sha256"]
     options += ["--ca-bundle", str(bundle)]
-    first = run(server, "download", good, late, *options, "--failed-file", str(failed))
+    first = run_command(server, "download", good, late, *options, "--failed-file", str(failed))
     assert first.returncode == 1
     hint = next(line for line in first.stderr.splitlines() if "retry them with:" in line)
     argv = shlex.split(hint.split("retry them with: ", 1)[1])
@@ -305,7 +264,7 @@ def test_rerun_hint_repeats_the_options_and_works_pasted(server: FakeRodin, tmp_
         assert argv[argv.index(flag) + 1] == value
     assert argv[argv.index("--failed-file") + 1] == str(failed)
     server.add_task(FILES, uuid=late)
-    again = run(server, *argv[1:])
+    again = run_command(server, *argv[1:])
     assert again.returncode == 0, again.stderr
     assert (out / late / "preview.webp").read_bytes() == server.content(late, "preview.webp")
     assert failed.read_text() == ""

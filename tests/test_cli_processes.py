@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
-import os
 import re
 import shlex
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -22,7 +20,13 @@ from rodin_async._cli._bulk import Job, Output, download_all
 from rodin_async._shard import ClientSettings
 from rodin_async.testing import FakeRodin, Fault
 
+from . import helpers
+from .helpers import command, environ, start_command, worker_processes
+
 FILES = {"base_basic_pbr.glb": 150_000, "preview.webp": 8_000}
+# Bounds a little longer than the one-process tests': each worker imports and connects first.
+run = functools.partial(helpers.run_command, timeout=60.0)
+wait_until = functools.partial(helpers.wait_until, timeout=15.0)
 
 
 @pytest.fixture(scope="module")
@@ -30,55 +34,6 @@ def server() -> Iterator[FakeRodin]:
     """One fake for the module, in this process; the command and its workers are children."""
     with FakeRodin(api_key="processes-key") as fake:
         yield fake
-
-
-def command(*args: str) -> list[str]:
-    """The argv of `python -m rodin_async ARGS`."""
-    return [sys.executable, "-m", "rodin_async", *args]
-
-
-def environ(server: FakeRodin) -> dict[str, str]:
-    """The command's environment, pointing at the fake."""
-    return {**os.environ, "RODIN_BASE_URL": server.base_url, "RODIN_API_KEY": server.api_key}
-
-
-def run(server: FakeRodin, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the command to completion (bounded), capturing both streams."""
-    return subprocess.run(
-        command(*args), env=environ(server), capture_output=True, text=True, timeout=60
-    )
-
-
-def start(server: FakeRodin, *args: str) -> subprocess.Popen[str]:
-    """Start the command in the background, both streams piped."""
-    return subprocess.Popen(
-        command(*args), env=environ(server), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    """Poll *condition* every 20 ms; fail the test if it never holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
-def workers_of(child: subprocess.Popen[str]) -> list[psutil.Process]:
-    """The worker processes the command started."""
-    try:
-        children = psutil.Process(child.pid).children()
-    except psutil.NoSuchProcess:
-        return []
-    return [p for p in children if "rodin_async._worker" in _command_line(p)]
-
-
-def _command_line(process: psutil.Process) -> str:
-    try:
-        return " ".join(process.cmdline())
-    except psutil.Error:  # exited (or a zombie) since it was listed
-        return ""
 
 
 def gone(process: psutil.Process) -> bool:
@@ -143,10 +98,10 @@ def test_a_signal_stops_both_workers_cleanly(
     slow = trickling(server, 4)
     out, failed = tmp_path / "out", tmp_path / "failed.txt"
     args = ["download", *slow, "--processes", "2", "-o", str(out), "--failed-file", str(failed)]
-    child = start(server, *args)
+    child = start_command(server, *args)
     try:
-        wait_until(lambda: len(workers_of(child)) == 2 and parts_with_bytes(out) >= 2)
-        workers = workers_of(child)
+        wait_until(lambda: len(worker_processes(child.pid)) == 2 and parts_with_bytes(out) >= 2)
+        workers = worker_processes(child.pid)
         child.send_signal(signum)
         _, stderr = child.communicate(timeout=20)
     finally:
@@ -171,10 +126,10 @@ def test_a_killed_worker_is_reported_and_the_run_ends(server: FakeRodin, tmp_pat
     slow = trickling(server, 4)
     out, failed = tmp_path / "out", tmp_path / "failed.txt"
     args = ["download", *slow, "--processes", "2", "-o", str(out), "--failed-file", str(failed)]
-    child = start(server, *args)
+    child = start_command(server, *args)
     try:
-        wait_until(lambda: len(workers_of(child)) == 2 and parts_with_bytes(out) >= 2)
-        workers_of(child)[0].send_signal(signal.SIGKILL)
+        wait_until(lambda: len(worker_processes(child.pid)) == 2 and parts_with_bytes(out) >= 2)
+        worker_processes(child.pid)[0].send_signal(signal.SIGKILL)
         _, stderr = child.communicate(timeout=30)  # bounded: no hang
     finally:
         child.kill()
@@ -194,10 +149,10 @@ def test_when_every_worker_dies_the_run_stops(server: FakeRodin, tmp_path: Path)
     slow = trickling(server, 12)
     out, failed = tmp_path / "out", tmp_path / "failed.txt"
     args = ["download", *slow, "--processes", "2", "-j", "2", "-o", str(out)]
-    child = start(server, *args, "--failed-file", str(failed))
+    child = start_command(server, *args, "--failed-file", str(failed))
     try:
-        wait_until(lambda: len(workers_of(child)) == 2 and parts_with_bytes(out) >= 2)
-        for worker in workers_of(child):
+        wait_until(lambda: len(worker_processes(child.pid)) == 2 and parts_with_bytes(out) >= 2)
+        for worker in worker_processes(child.pid):
             worker.send_signal(signal.SIGKILL)
         _, stderr = child.communicate(timeout=30)
     finally:
@@ -212,10 +167,10 @@ def test_workers_exit_when_the_parent_dies(server: FakeRodin, tmp_path: Path) ->
     """SIGKILL the command: its workers see their pipe end and exit, keeping .part files."""
     slow = trickling(server, 4)
     out = tmp_path / "out"
-    child = start(server, "download", *slow, "--processes", "2", "-o", str(out))
+    child = start_command(server, "download", *slow, "--processes", "2", "-o", str(out))
     try:
-        wait_until(lambda: len(workers_of(child)) == 2 and parts_with_bytes(out) >= 2)
-        workers = workers_of(child)
+        wait_until(lambda: len(worker_processes(child.pid)) == 2 and parts_with_bytes(out) >= 2)
+        workers = worker_processes(child.pid)
         child.send_signal(signal.SIGKILL)
         child.communicate(timeout=10)
         wait_until(lambda: all(gone(w) for w in workers), timeout=10)
@@ -249,8 +204,8 @@ def test_a_rejected_key_stops_every_worker(server: FakeRodin, tmp_path: Path) ->
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        wait_until(lambda: len(workers_of(child)) == 2 or child.poll() is not None)
-        workers = workers_of(child)
+        wait_until(lambda: len(worker_processes(child.pid)) == 2 or child.poll() is not None)
+        workers = worker_processes(child.pid)
         _, stderr = child.communicate(timeout=30)
     finally:
         child.kill()

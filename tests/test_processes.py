@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
-import psutil
 import pytest
 
 import rodin_async
@@ -16,6 +15,8 @@ from rodin_async import FileFinished, ProgressEvent, TaskDownload, TaskFinished,
 from rodin_async._processes import WorkerError, open_shards
 from rodin_async._shard import ClientSettings, ShardSettings
 from rodin_async.testing import FakeRodin, Fault
+
+from .helpers import worker_processes
 
 pytestmark = pytest.mark.anyio
 
@@ -33,19 +34,6 @@ def settings(server: FakeRodin, dest: Path, concurrency: int = 4) -> ShardSettin
     """Shard settings pointing at the fake."""
     client = ClientSettings(server.api_key, base_url=server.base_url, max_concurrency=concurrency)
     return ShardSettings(client, dest)
-
-
-def workers() -> list[psutil.Process]:
-    """This process's worker children."""
-    return [p for p in psutil.Process().children() if "rodin_async._worker" in command_line(p)]
-
-
-def command_line(process: psutil.Process) -> str:
-    """Its command line, or "" once it has exited (a zombie of another test, say)."""
-    try:
-        return " ".join(process.cmdline())
-    except psutil.Error:
-        return ""
 
 
 def trickling(server: FakeRodin, count: int) -> list[str]:
@@ -79,7 +67,7 @@ async def test_two_workers_download_everything(server: FakeRodin, tmp_path: Path
             assert file.path.read_bytes() == server.content(result.task_uuid, file.name)
     finished = [e for e in events if isinstance(e, FileFinished)]
     assert len(finished) == 2 * len(uuids)
-    assert workers() == []  # both exited
+    assert worker_processes() == []  # both exited
 
 
 async def test_a_bad_uuid_fails_in_the_parent(server: FakeRodin, tmp_path: Path) -> None:
@@ -102,7 +90,7 @@ async def test_leaving_early_stops_the_workers(server: FakeRodin, tmp_path: Path
             while not all(has_bytes(tmp_path / u / ".big.glb.part") for u in slow):
                 await anyio.sleep(0.02)  # both slow transfers under way
             break
-    assert workers() == []
+    assert worker_processes() == []
     for uuid in slow:
         assert not (tmp_path / uuid / "big.glb").exists()
         assert (tmp_path / uuid / ".big.glb.part").stat().st_size > 0
@@ -114,9 +102,9 @@ async def test_a_killed_worker_fails_only_its_tasks(server: FakeRodin, tmp_path:
     got: list[TaskDownload] = []
     with anyio.fail_after(30):
         async with open_shards(settings(server, tmp_path), slow, processes=2) as results:
-            while len(workers()) < 2 or not any(tmp_path.glob("*/.big.glb.part")):
+            while len(worker_processes()) < 2 or not any(tmp_path.glob("*/.big.glb.part")):
                 await anyio.sleep(0.02)
-            victim = workers()[0]
+            victim = worker_processes()[0]
             victim.send_signal(signal.SIGKILL)
             got = [r async for r in results]
     assert sorted(r.task_uuid for r in got) == sorted(slow)
@@ -124,7 +112,7 @@ async def test_a_killed_worker_fails_only_its_tasks(server: FakeRodin, tmp_path:
     assert lost and len(lost) < len(slow)
     assert "killed by SIGKILL" in str(lost[0].error)
     assert all(r.ok for r in got if r not in lost)
-    assert workers() == []
+    assert worker_processes() == []
 
 
 async def test_when_every_worker_dies_the_rest_is_an_error(
@@ -137,9 +125,9 @@ async def test_when_every_worker_dies_the_rest_is_an_error(
         async with open_shards(
             settings(server, tmp_path, concurrency=2), uuids, processes=2
         ) as results:
-            while len(workers()) < 2 or not any(tmp_path.glob("*/.big.glb.part")):
+            while len(worker_processes()) < 2 or not any(tmp_path.glob("*/.big.glb.part")):
                 await anyio.sleep(0.02)
-            for worker in workers():
+            for worker in worker_processes():
                 worker.send_signal(signal.SIGKILL)
             got = [r async for r in results]
     assert 0 < len(got) < len(uuids)
@@ -153,7 +141,7 @@ async def test_a_shard_that_fails_whole_raises_its_error(tmp_path: Path) -> None
         async with open_shards(ShardSettings(client, tmp_path), ["a", "b"], processes=2) as results:
             async for _ in results:
                 pass
-    assert workers() == []
+    assert worker_processes() == []
 
 
 async def test_the_key_reaches_workers_only_through_the_pipe(
@@ -164,9 +152,9 @@ async def test_the_key_reaches_workers_only_through_the_pipe(
     os.environ["RODIN_API_KEY"] = server.api_key  # as a user would have it
     try:
         async with open_shards(settings(server, tmp_path), slow, processes=2) as results:
-            while len(workers()) < 2:
+            while len(worker_processes()) < 2:
                 await anyio.sleep(0.02)
-            for worker in workers():
+            for worker in worker_processes():
                 assert server.api_key not in " ".join(worker.cmdline())
                 assert server.api_key not in str(worker.environ())
             async for result in results:
@@ -179,7 +167,7 @@ async def test_one_task_runs_here_without_workers(server: FakeRodin, tmp_path: P
     """No more workers than tasks: a single task is downloaded in this process."""
     uuid = server.add_task(FILES)
     async with open_shards(settings(server, tmp_path), [uuid], processes=4) as results:
-        assert workers() == []
+        assert worker_processes() == []
         got = [r async for r in results]
     assert got[0].ok
 
