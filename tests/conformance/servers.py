@@ -438,23 +438,12 @@ class _FrontServer(socketserver.ThreadingTCPServer):
         super().__init__((HOST, 0), _FrontHandler)
 
 
-class FrontLayer:
-    """A reverse proxy on loopback in front of a real server, with per-path switches.
+class _InThread:
+    """A socketserver on loopback served by a daemon thread: its URL, start and stop."""
 
-    It passes each request through unchanged (one request per connection) and streams the
-    answer back, except that, per test:
-
-    - `expire_after(seconds)`: from then on every request gets S3's 403 "Request has
-      expired" XML, as a real presigned URL past its `X-Amz-Expires` does;
-    - `cut(url, after)`: the next answer for that path is cut after `after` body bytes;
-    - `corrupt(url, at)`: the next answer for that path has 64 bytes flipped at `at`;
-    - `throttle(url, chunk, interval)`: answers for that path trickle (until `reset`).
-    """
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self._switches = _Switches()
-        self._server = _FrontServer(upstream, self._switches)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+    def __init__(self, server: socketserver.TCPServer) -> None:
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
@@ -469,6 +458,24 @@ class FrontLayer:
             self._server.shutdown()
             self._thread.join(timeout=5)
         self._server.server_close()
+
+
+class FrontLayer(_InThread):
+    """A reverse proxy on loopback in front of a real server, with per-path switches.
+
+    It passes each request through unchanged (one request per connection) and streams the
+    answer back, except that, per test:
+
+    - `expire_after(seconds)`: from then on every request gets S3's 403 "Request has
+      expired" XML, as a real presigned URL past its `X-Amz-Expires` does;
+    - `cut(url, after)`: the next answer for that path is cut after `after` body bytes;
+    - `corrupt(url, at)`: the next answer for that path has 64 bytes flipped at `at`;
+    - `throttle(url, chunk, interval)`: answers for that path trickle (until `reset`).
+    """
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self._switches = _Switches()
+        super().__init__(_FrontServer(upstream, self._switches))
 
     def reset(self) -> None:
         """No expiry, cuts, corruption or throttling; an empty log."""
@@ -582,26 +589,11 @@ class _RawServer(socketserver.ThreadingTCPServer):
         super().__init__((HOST, 0), _RawHandler)
 
 
-class RawServer:
+class RawServer(_InThread):
     """Answers each path with exactly the bytes it was given, then closes the connection."""
 
     def __init__(self) -> None:
-        self._server = _RawServer()
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread.is_alive():  # shutdown() waits for serve_forever: only if it runs
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-        self._server.server_close()
+        super().__init__(_RawServer())
 
     def answer(
         self, status: int, headers: list[tuple[str, str]], body: bytes, *, length: bool = True
