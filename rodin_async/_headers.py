@@ -15,11 +15,10 @@ import attrs
 import httpx
 
 # Far beyond any real file (1 EiB); a longer number is garbage, not a size.
-_MAX_DIGITS = 19
-_DIGITS = re.compile(rf"[0-9]{{1,{_MAX_DIGITS}}}")
-_CONTENT_RANGE = re.compile(rf"bytes[ \t]+([0-9]{{1,{_MAX_DIGITS}}})-([0-9]{{1,{_MAX_DIGITS}}})"
-                            rf"/([0-9]{{1,{_MAX_DIGITS}}}|\*)")  # fmt: skip
-_UNSATISFIED_RANGE = re.compile(rf"bytes[ \t]+\*/([0-9]{{1,{_MAX_DIGITS}}})")
+_NUMBER = "[0-9]{1,19}"
+_DIGITS = re.compile(_NUMBER)
+_CONTENT_RANGE = re.compile(rf"bytes[ \t]+({_NUMBER})-({_NUMBER})/({_NUMBER}|\*)")
+_UNSATISFIED_RANGE = re.compile(rf"bytes[ \t]+\*/({_NUMBER})")
 # RFC 9110 entity-tag characters; a weak tag (W/"...") can't be used in If-Range.
 _STRONG_ETAG = re.compile(r'"[\x21\x23-\x7e]{0,200}"')
 _HTTP_DATE = re.compile(r"[\x20-\x7e]{1,64}")
@@ -91,13 +90,7 @@ def strong_etag(headers: httpx.Headers) -> str | None:
 def last_modified(headers: httpx.Headers) -> str | None:
     """The response's ``Last-Modified``, if it is a readable HTTP date."""
     value: str = headers.get("last-modified", "").strip()
-    if not _HTTP_DATE.fullmatch(value):
-        return None
-    try:
-        email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    return value
+    return value if _http_date(value) is not None else None
 
 
 def retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:
@@ -110,16 +103,25 @@ def retry_after(value: str | None, *, now: dt.datetime | None = None) -> float |
         return None
     if _DIGITS.fullmatch(value):
         return float(value)
+    when = _http_date(value)
+    if when is None:
+        return None
+    try:
+        return max(0.0, (when - (now or dt.datetime.now(dt.timezone.utc))).total_seconds())
+    except (TypeError, ValueError, OverflowError):  # a date at the edge of datetime's range
+        return None
+
+
+def _http_date(value: str) -> dt.datetime | None:
+    """*value* as an aware datetime if it is a readable HTTP date (naive ones taken as GMT)."""
     if not _HTTP_DATE.fullmatch(value):
         return None
     try:
         when = email.utils.parsedate_to_datetime(value)
-        if when.tzinfo is None:  # RFC 9110 dates are GMT; treat naive ones the same
-            when = when.replace(tzinfo=dt.timezone.utc)
-        now = now or dt.datetime.now(dt.timezone.utc)
-        return max(0.0, (when - now).total_seconds())
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    # RFC 9110 dates are GMT; treat naive ones the same
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)
 
 
 def file_url(raw: str, base: httpx.URL | None = None) -> httpx.URL:
