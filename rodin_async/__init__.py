@@ -66,6 +66,7 @@ from ._progress import (
 )
 from ._public import publish
 from ._retry import RetryPolicy
+from ._version import __version__ as __version__
 
 __all__ = [
     "APIError",
@@ -120,11 +121,3 @@ __all__ = [
 
 publish(__name__, globals(), __all__)
 del publish
-
-
-def __getattr__(name: str) -> str:
-    if name == "__version__":
-        from importlib.metadata import version
-
-        return version("rodin-async")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import json
 import logging
 import os
@@ -57,7 +56,7 @@ from ._generation import (
     TextureResolution,
     Tier,
 )
-from ._http import FileHosts, ProxyTypes, VerifyTypes, check_proxy, ssl_context
+from ._http import FileHosts, PooledClient, ProxyTypes, VerifyTypes, check_proxy, ssl_context
 from ._manifest import FileCheck, check_file_check
 from ._models import (
     BalanceAnswer,
@@ -81,6 +80,7 @@ from ._progress import (
     checked_callback,
 )
 from ._retry import RetryPolicy, parse_retry_after, safe_to_resend
+from ._version import __version__
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -91,6 +91,7 @@ logger = logging.getLogger("rodin_async")
 DEFAULT_BASE_URL = "https://hyperhuman.deemos.com/api/v2"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _AUTH_CODES = frozenset({"UNAUTHORIZED", "INVALID_API_KEY", "FORBIDDEN"})
+_API_READ_SIZE = 64 << 10  # an answer is a few KiB; a file host gets 1 MiB per connection
 
 E = TypeVar("E", bound=Envelope)
 
@@ -168,7 +169,8 @@ class AsyncRodin:
         self._api_limiter = anyio.CapacityLimiter(max_api_concurrency)
         tls = ssl_context(verify, trust_env=trust_env)
         checked_proxy = check_proxy(proxy)
-        self._api = httpx.AsyncClient(
+        self._api = PooledClient(
+            read_size=_API_READ_SIZE,
             base_url=self._base_url,
             auth=_BearerAuth(key, self._base_url),
             headers={"User-Agent": _user_agent()},
@@ -816,7 +818,4 @@ class _Replayable(httpx.AsyncBaseTransport):
 
 
 def _user_agent() -> str:
-    try:
-        return f"rodin-async/{importlib.metadata.version('rodin-async')}"
-    except importlib.metadata.PackageNotFoundError:  # running from a source tree
-        return "rodin-async"
+    return f"rodin-async/{__version__}"

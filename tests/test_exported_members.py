@@ -73,7 +73,7 @@ def test_file_check_names_the_download_check_modes() -> None:
 
 
 def test_version_comes_from_metadata() -> None:
-    """__version__ is the installed distribution's version."""
+    """__version__ (a constant, cheap to import) is the installed distribution's version."""
     from importlib.metadata import version
 
     assert rodin_async.__version__ == version("rodin-async")
