@@ -36,7 +36,9 @@ async def test_presigned_query_never_logged(
     caplog.clear()
     async with client(fake) as rodin:
         await rodin.download(task, tmp_path)
-    assert {"httpx", "httpcore"} <= {r.name.split(".")[0] for r in caplog.records}
+    # Logging really was on: httpx wrote its line per API call. (httpcore writes nothing on
+    # a direct connection: both clients use our own connections, which keep no trace.)
+    assert "httpx" in {r.name.split(".")[0] for r in caplog.records}
     formatter = logging.Formatter()
     for record in caplog.records:
         text = record.getMessage()
