@@ -1,22 +1,24 @@
 """A bulk download sharded across worker processes, fed from the parent and reported to it.
 
-One event loop is one core. `open_shards` starts N workers (`rodin_async._worker`, each
-``python -c`` in a session of its own), each running the shard unit of
-`rodin_async._shard` with its own event loop and `AsyncRodin`, and each given its share
-of the transfer and API-call limits.
+One event loop is one core. `open_shards` with N processes runs one shard here, in the
+caller's event loop, and starts N-1 workers (`rodin_async._worker`, each ``python -c``
+in a session of its own), each running the shard unit of `rodin_async._shard` with its
+own event loop and `AsyncRodin`; every shard gets its share of the transfer and API-call
+limits. The shard here starts downloading at once, while the workers import (~0.3 s),
+and saves a process's start-up CPU.
 
-Uuids go out as workers ask for them: a worker holds at most *window* tasks it was given
+Uuids go out as shards ask for them: a shard holds at most *window* tasks it was given
 and hasn't finished (three per transfer slot: two in flight, one queued), and gets more
-as its results come back. A fast worker gets more work, a slow one doesn't hold the
+as its results come back. A fast shard gets more work, a slow one doesn't hold the
 rest back, and a million-uuid input is read as it goes. Every worker's progress events
 and results come back to the parent's event loop, where one progress callback (the
-CLI's tally, display and summary) sees them all.
+CLI's tally, display and summary) sees them all, the shard here's among them.
 
 Leaving `open_shards` tells the workers to stop; they cancel what runs, keeping
 ``.part`` files, report, and exit (after `STOP_GRACE` seconds they are killed). A worker
 that dies (SIGKILL, out of memory) closes its stdout: its unfinished tasks fail with
-`WorkerError` and the others go on. A worker whose parent dies sees its stdin end and
-stops. The API key travels inside the pickled settings, through the pipe: never in
+`WorkerError` and the other shards go on with the rest. A worker whose parent dies sees
+its stdin end and stops. The API key travels inside the pickled settings, through the pipe: never in
 argv or in a worker's environment.
 """
 
@@ -120,16 +122,16 @@ async def open_shards(
 ) -> AsyncIterator[AsyncIterator[TaskDownload]]:
     """Download *uuids* in *processes* workers; the block iterates the results.
 
-    With one process the shard runs here, in this event loop. Otherwise each worker gets
-    its share of *settings*' concurrency limits and uuids as it asks for them; results
-    come as tasks finish, and every worker's progress events reach *on_progress* here,
-    in this loop (`TaskFinished` just before its result). Leaving the block stops the
-    workers: they cancel what runs, keeping partial files, and exit.
+    One shard runs here, in this event loop, and *processes* - 1 in worker processes;
+    each gets its share of *settings*' concurrency limits, and uuids as it asks for them.
+    Results come as tasks finish, and every shard's progress events reach *on_progress*
+    here, in this loop (`TaskFinished` just before its result). Leaving the block stops
+    the shards: they cancel what runs, keeping partial files, and the workers exit.
 
-    A worker that dies fails its unfinished tasks with `WorkerError`; the others go on.
+    A worker that dies fails its unfinished tasks with `WorkerError`; the other shards,
+    this one among them, go on with the rest.
 
     Raises:
-        WorkerError: Every worker died while tasks were left (after the results).
         DestinationError: *settings.dest* is not a writable directory.
         RodinError: A worker's shard failed as a whole (its own error, as it raised it).
     """
@@ -141,10 +143,10 @@ async def open_shards(
             yield results
         return
     await prepare_destination(settings.dest)  # fail here, once, before any worker starts
-    pool = _Pool(settings, uuids, on_progress or ignore)
+    pool = _Pool(settings, uuids, on_progress or ignore, processes)
     async with anyio.create_task_group() as tg:
         try:
-            await pool.spawn(processes)
+            await pool.spawn()
             await tg.start(pool.supervise)
             yield pool.receive
         finally:
@@ -185,6 +187,34 @@ class _Worker:
         return f"exit status {code}"
 
 
+@attrs.define(eq=False)
+class _Here:
+    """The shard that runs in this process: fed and topped up exactly like a worker."""
+
+    window: int
+    inbox: MemoryObjectSendStream[str]
+    uuids: MemoryObjectReceiveStream[str]  # what its download_many reads
+    given: list[str] = attrs.Factory(list)
+    ended: bool = False
+    alive: bool = True
+    scope: anyio.CancelScope = attrs.Factory(anyio.CancelScope)
+
+    @classmethod
+    def for_share(cls, share: ShardSettings) -> _Here:
+        inbox, uuids = anyio.create_memory_object_stream[str](math.inf)  # bounded by the window
+        return cls(_window(share), inbox, uuids)
+
+    async def send(self, message: object) -> None:
+        """Take a worker's message: more tasks, End (finish them) or Stop (cancel them)."""
+        if isinstance(message, Tasks):
+            for uuid in message.uuids:
+                self.inbox.send_nowait(uuid)
+        else:  # End or Stop
+            self.inbox.close()
+            if isinstance(message, Stop):
+                self.scope.cancel()
+
+
 class _Input:
     """The uuids to hand out, read one ahead so that the end is known when it comes."""
 
@@ -210,11 +240,18 @@ class _Pool:
     """The workers of one run: spawning, feeding, reading their reports, stopping them."""
 
     def __init__(
-        self, settings: ShardSettings, uuids: Iterable[str], on_progress: ProgressCallback
+        self,
+        settings: ShardSettings,
+        uuids: Iterable[str],
+        on_progress: ProgressCallback,
+        processes: int,
     ) -> None:
         self.settings = settings
         self.input = _Input(uuids)
         self.emit = on_progress
+        self.processes = processes
+        self.here_settings = self._share(0)
+        self.here = _Here.for_share(self.here_settings)
         self.workers: list[_Worker] = []
         self.send: MemoryObjectSendStream[TaskDownload]
         self.receive: MemoryObjectReceiveStream[TaskDownload]
@@ -224,11 +261,20 @@ class _Pool:
         self.supervising = False
         self.done = anyio.Event()  # every worker's stdout has ended
 
-    async def spawn(self, count: int) -> None:
-        """Start *count* workers and hand each its settings (its share of the limits)."""
+    @property
+    def shards(self) -> list[_Here | _Worker]:
+        """Every shard: the one here first, then the workers."""
+        return [self.here, *self.workers]
+
+    def _share(self, index: int) -> ShardSettings:
+        client = self.settings.client.share(index, self.processes)
+        return attrs.evolve(self.settings, client=client)
+
+    async def spawn(self) -> None:
+        """Start a worker per process but this one; hand each its share of the limits."""
         environment = {k: v for k, v in os.environ.items() if k != "RODIN_API_KEY"}
-        for index in range(count):
-            share = attrs.evolve(self.settings, client=self.settings.client.share(index, count))
+        for index in range(1, self.processes):
+            share = self._share(index)
             process = await anyio.open_process(
                 [sys.executable, "-c", _WORKER_COMMAND],
                 stdin=subprocess.PIPE,
@@ -242,17 +288,34 @@ class _Pool:
             await worker.send(Start(share))
 
     async def supervise(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Feed every worker and read its reports until all have ended."""
+        """Feed every shard, run the one here and read the workers' reports until all end."""
         self.supervising = True
         task_status.started()
         try:
-            with anyio.CancelScope(shield=True), self.send:  # only `stop` ends the workers
+            with anyio.CancelScope(shield=True), self.send:  # only `stop` ends the shards
                 await self._prime()
                 async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._run_here)
                     for worker in self.workers:
                         tg.start_soon(self._read, worker)
         finally:
             self.done.set()
+
+    async def _run_here(self) -> None:
+        here = self.here
+        try:
+            with here.scope, here.uuids:
+                async with open_shard(self.here_settings, here.uuids, self.emit) as results:
+                    async for result in results:
+                        _settle(here, result)
+                        await self._deliver(result, announced=True)
+                        await self._feed(here)
+        except RodinError as exc:  # the shard as a whole failed, as a worker's Fatal
+            if self.failure is None:
+                self.failure = exc
+            await self._stop_workers()
+        finally:
+            here.alive = False
 
     async def _read(self, worker: _Worker) -> None:
         while (message := await worker.frames.next()) is not None:
@@ -260,8 +323,7 @@ class _Pool:
                 for event in message.events:
                     self.emit(event)
                 for result in message.results:
-                    if result.task_uuid in worker.given:
-                        worker.given.remove(result.task_uuid)
+                    _settle(worker, result)
                     await self._deliver(result)
                 await self._feed(worker)
             elif isinstance(message, Fatal) and self.failure is None:
@@ -270,24 +332,27 @@ class _Pool:
         await self._ended(worker)
 
     async def _prime(self) -> None:
-        """Deal the first tasks round-robin, so a short list still reaches every worker."""
-        dealt: dict[int, list[str]] = {id(w): [] for w in self.workers}
+        """Deal the first tasks round-robin, so a short list still reaches every shard."""
+        shards = self.shards
+        dealt: dict[int, list[str]] = {id(w): [] for w in shards}
         while True:
-            taken = [await self._take(w, dealt[id(w)], limit=1) for w in self.workers]
+            taken = [await self._take(w, dealt[id(w)], limit=1) for w in shards]
             if not any(taken):
                 break
-        for worker in self.workers:
-            await self._give(worker, dealt[id(worker)])
+        for shard in shards:
+            await self._give(shard, dealt[id(shard)])
         await self._end_if_exhausted()
 
-    async def _feed(self, worker: _Worker) -> None:
-        """Top the worker's tasks up to its window."""
+    async def _feed(self, worker: _Here | _Worker) -> None:
+        """Top the shard's tasks up to its window."""
         uuids: list[str] = []
         await self._take(worker, uuids)
         await self._give(worker, uuids)
         await self._end_if_exhausted()
 
-    async def _take(self, worker: _Worker, uuids: list[str], limit: int | None = None) -> int:
+    async def _take(
+        self, worker: _Here | _Worker, uuids: list[str], limit: int | None = None
+    ) -> int:
         """Add to *uuids* what *worker* has room for (at most *limit*); return how many."""
         taken = 0
         while not self.stopping and not self.input.exhausted and worker.alive:
@@ -302,24 +367,26 @@ class _Pool:
             taken += 1
         return taken
 
-    async def _give(self, worker: _Worker, uuids: list[str]) -> None:
+    async def _give(self, worker: _Here | _Worker, uuids: list[str]) -> None:
         if uuids:
             worker.given += uuids
             await worker.send(Tasks(tuple(uuids)))
 
     async def _end_if_exhausted(self) -> None:
-        """Once the input has run out, tell every worker: it finishes, then exits."""
+        """Once the input has run out, tell every shard: it finishes, then ends."""
         if self.input.exhausted:
-            for other in self.workers:
+            for other in self.shards:
                 if not other.ended:
                     other.ended = True
                     await other.send(End())
 
-    async def _deliver(self, result: TaskDownload) -> None:
-        """Hand *result* to the consumer, after its `TaskFinished` event."""
+    async def _deliver(self, result: TaskDownload, *, announced: bool = False) -> None:
+        """Hand *result* to the consumer, after its `TaskFinished` event (unless *announced*:
+        the shard here emitted it already)."""
         if self.stopping:
             return  # nobody reads results any more; the events still count
-        self.emit(TaskFinished(result))
+        if not announced:
+            self.emit(TaskFinished(result))
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             await self.send.send(result)
 
@@ -338,20 +405,13 @@ class _Pool:
                 "its partial files were kept and resume when you run the download again"
             )
             await self._deliver(TaskDownload(uuid, self.settings.dest / uuid, error=error))
-        if (
-            not self.stopping
-            and not self.input.exhausted
-            and not any(w.alive for w in self.workers)
-        ):
-            self.failure = WorkerError(
-                f"every worker process stopped (the last: {worker.how_it_ended()}) before "
-                "all tasks were started"
-            )
+        # The rest of the input goes to the shards still running; the one here runs until
+        # the input ends, so there always is one.
 
     async def _stop_workers(self) -> None:
-        """Tell every live worker to stop; from now on results are dropped."""
+        """Tell every live shard to stop; from now on results are dropped."""
         self.stopping = True
-        for worker in self.workers:
+        for worker in self.shards:
             if worker.alive:
                 worker.ended = True
                 await worker.send(Stop())
@@ -372,6 +432,12 @@ class _Pool:
             await self.done.wait()
             for worker in self.workers:
                 await worker.process.aclose()
+
+
+def _settle(shard: _Here | _Worker, result: TaskDownload) -> None:
+    """*result* came back: the shard no longer holds its task."""
+    if result.task_uuid in shard.given:
+        shard.given.remove(result.task_uuid)
 
 
 def _window(share: ShardSettings) -> int:

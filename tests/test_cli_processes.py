@@ -91,7 +91,7 @@ def test_two_processes_one_summary_that_adds_up(server: FakeRodin, tmp_path: Pat
     ("signum", "code", "said"),
     [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped by SIGTERM")],
 )
-def test_a_signal_stops_both_workers_cleanly(
+def test_a_signal_stops_every_shard_cleanly(
     server: FakeRodin, tmp_path: Path, signum: int, code: int, said: str
 ) -> None:
     """Ctrl-C/SIGTERM mid-run: exit 130/143, summary, failed file; a re-run resumes."""
@@ -100,7 +100,7 @@ def test_a_signal_stops_both_workers_cleanly(
     args = ["download", *slow, "--processes", "2", "-o", str(out), "--failed-file", str(failed)]
     child = start_command(server, *args)
     try:
-        wait_until(lambda: len(worker_processes(child.pid)) == 2 and parts_with_bytes(out) >= 2)
+        wait_until(lambda: len(worker_processes(child.pid)) == 1 and parts_with_bytes(out) >= 2)
         workers = worker_processes(child.pid)
         child.send_signal(signum)
         _, stderr = child.communicate(timeout=20)
@@ -122,13 +122,13 @@ def test_a_signal_stops_both_workers_cleanly(
 
 
 def test_a_killed_worker_is_reported_and_the_run_ends(server: FakeRodin, tmp_path: Path) -> None:
-    """SIGKILL a worker: the parent fails its tasks, the other worker finishes; exit 1."""
+    """SIGKILL the worker: the parent fails its tasks and finishes its own; exit 1."""
     slow = trickling(server, 4)
     out, failed = tmp_path / "out", tmp_path / "failed.txt"
     args = ["download", *slow, "--processes", "2", "-o", str(out), "--failed-file", str(failed)]
     child = start_command(server, *args)
     try:
-        wait_until(lambda: len(worker_processes(child.pid)) == 2 and parts_with_bytes(out) >= 2)
+        wait_until(lambda: len(worker_processes(child.pid)) == 1 and parts_with_bytes(out) >= 2)
         worker_processes(child.pid)[0].send_signal(signal.SIGKILL)
         _, stderr = child.communicate(timeout=30)  # bounded: no hang
     finally:
@@ -144,11 +144,12 @@ def test_a_killed_worker_is_reported_and_the_run_ends(server: FakeRodin, tmp_pat
     assert all((out / uuid / "big.glb").exists() for uuid in slow)
 
 
-def test_when_every_worker_dies_the_run_stops(server: FakeRodin, tmp_path: Path) -> None:
-    """Both workers killed with tasks left: summary, exit 1, every unfinished task listed."""
-    slow = trickling(server, 12)
+def test_when_every_worker_dies_the_run_goes_on(server: FakeRodin, tmp_path: Path) -> None:
+    """Both workers killed with tasks left: theirs fail and are listed, the rest is done."""
+    # One transfer per shard, a window of 3 tasks each: 9 dealt at first, 6 left over.
+    uuids = trickling(server, 3) + [server.add_task(FILES) for _ in range(12)]
     out, failed = tmp_path / "out", tmp_path / "failed.txt"
-    args = ["download", *slow, "--processes", "2", "-j", "2", "-o", str(out)]
+    args = ["download", *uuids, "--processes", "3", "-j", "3", "-o", str(out)]
     child = start_command(server, *args, "--failed-file", str(failed))
     try:
         wait_until(lambda: len(worker_processes(child.pid)) == 2 and parts_with_bytes(out) >= 2)
@@ -158,9 +159,11 @@ def test_when_every_worker_dies_the_run_stops(server: FakeRodin, tmp_path: Path)
     finally:
         child.kill()
     assert child.returncode == 1, stderr
-    assert "stopped: every worker process stopped" in stderr
-    assert re.search(r"tasks not finished\s+\d+", stderr), stderr
-    assert sorted(failed.read_text().split()) == sorted(slow)
+    assert "stopped (killed by SIGKILL)" in stderr
+    lost = failed.read_text().split()
+    assert 0 < len(lost) <= 6  # at most what the two workers held
+    assert re.search(rf"tasks ok\s+{len(uuids) - len(lost)}\b", stderr), stderr
+    assert_final_files_exact(server, out)
 
 
 def test_workers_exit_when_the_parent_dies(server: FakeRodin, tmp_path: Path) -> None:
@@ -169,7 +172,7 @@ def test_workers_exit_when_the_parent_dies(server: FakeRodin, tmp_path: Path) ->
     out = tmp_path / "out"
     child = start_command(server, "download", *slow, "--processes", "2", "-o", str(out))
     try:
-        wait_until(lambda: len(worker_processes(child.pid)) == 2 and parts_with_bytes(out) >= 2)
+        wait_until(lambda: len(worker_processes(child.pid)) == 1 and parts_with_bytes(out) >= 2)
         workers = worker_processes(child.pid)
         child.send_signal(signal.SIGKILL)
         child.communicate(timeout=10)
@@ -204,7 +207,7 @@ def test_a_rejected_key_stops_every_worker(server: FakeRodin, tmp_path: Path) ->
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        wait_until(lambda: len(worker_processes(child.pid)) == 2 or child.poll() is not None)
+        wait_until(lambda: len(worker_processes(child.pid)) == 1 or child.poll() is not None)
         workers = worker_processes(child.pid)
         _, stderr = child.communicate(timeout=30)
     finally:
@@ -218,7 +221,7 @@ def test_a_rejected_key_stops_every_worker(server: FakeRodin, tmp_path: Path) ->
 def test_the_live_display_draws_every_workers_progress(
     server: FakeRodin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """On a terminal, one display shows the workers' transfers; --json lines stay on stdout."""
+    """On a terminal, one display shows every shard's transfers; --json lines stay on stdout."""
     uuids = trickling(server, 2) + [server.add_task(FILES) for _ in range(4)]
     console = Console(file=io.StringIO(), force_terminal=True, width=100, record=True)
     settings = ClientSettings(server.api_key, base_url=server.base_url)

@@ -1,4 +1,5 @@
-"""Sharding across real worker processes: feeding, reporting, stopping, and dead workers."""
+"""Sharding across this process and real worker processes: feeding, reporting, stopping,
+and dead workers."""
 
 from __future__ import annotations
 
@@ -49,8 +50,8 @@ def has_bytes(path: Path) -> bool:
     return path.exists() and path.stat().st_size > 0
 
 
-async def test_two_workers_download_everything(server: FakeRodin, tmp_path: Path) -> None:
-    """Every task once, files exact, each worker's events here, TaskFinished before results."""
+async def test_two_processes_download_everything(server: FakeRodin, tmp_path: Path) -> None:
+    """Every task once, files exact, every shard's events here, TaskFinished before results."""
     uuids = [server.add_task(FILES) for _ in range(12)]
     events: list[ProgressEvent] = []
     got: list[TaskDownload] = []
@@ -67,7 +68,7 @@ async def test_two_workers_download_everything(server: FakeRodin, tmp_path: Path
             assert file.path.read_bytes() == server.content(result.task_uuid, file.name)
     finished = [e for e in events if isinstance(e, FileFinished)]
     assert len(finished) == 2 * len(uuids)
-    assert worker_processes() == []  # both exited
+    assert worker_processes() == []  # the worker exited
 
 
 async def test_a_bad_uuid_fails_in_the_parent(server: FakeRodin, tmp_path: Path) -> None:
@@ -81,7 +82,7 @@ async def test_a_bad_uuid_fails_in_the_parent(server: FakeRodin, tmp_path: Path)
 
 
 async def test_leaving_early_stops_the_workers(server: FakeRodin, tmp_path: Path) -> None:
-    """Breaking out cancels both workers' transfers, keeps their .part files, ends them."""
+    """Breaking out cancels every shard's transfers, keeps the .part files, ends the worker."""
     quick = server.add_task(FILES)
     slow = trickling(server, 2)
     async with open_shards(settings(server, tmp_path), [quick, *slow], processes=2) as results:
@@ -97,12 +98,12 @@ async def test_leaving_early_stops_the_workers(server: FakeRodin, tmp_path: Path
 
 
 async def test_a_killed_worker_fails_only_its_tasks(server: FakeRodin, tmp_path: Path) -> None:
-    """SIGKILL one worker: its tasks fail with WorkerError naming it, the other finishes."""
+    """SIGKILL the worker: its tasks fail with WorkerError naming it, this process finishes."""
     slow = trickling(server, 4)
     got: list[TaskDownload] = []
     with anyio.fail_after(30):
         async with open_shards(settings(server, tmp_path), slow, processes=2) as results:
-            while len(worker_processes()) < 2 or not any(tmp_path.glob("*/.big.glb.part")):
+            while not worker_processes() or not any(tmp_path.glob("*/.big.glb.part")):
                 await anyio.sleep(0.02)
             victim = worker_processes()[0]
             victim.send_signal(signal.SIGKILL)
@@ -115,23 +116,26 @@ async def test_a_killed_worker_fails_only_its_tasks(server: FakeRodin, tmp_path:
     assert worker_processes() == []
 
 
-async def test_when_every_worker_dies_the_rest_is_an_error(
+async def test_when_every_worker_dies_this_process_does_the_rest(
     server: FakeRodin, tmp_path: Path
 ) -> None:
-    """All workers killed with tasks left: their tasks fail, then WorkerError; no hang."""
-    uuids = trickling(server, 30)  # a window of 3 tasks per worker: most never start
-    got: list[TaskDownload] = []
-    with anyio.fail_after(30), pytest.raises(WorkerError, match="every worker process"):
+    """Both workers killed with tasks left: their tasks fail; the rest is done here."""
+    # One transfer per shard, a window of 3 tasks each: 9 dealt at first, 6 left over.
+    uuids = trickling(server, 3) + [server.add_task(FILES) for _ in range(12)]
+    with anyio.fail_after(30):
         async with open_shards(
-            settings(server, tmp_path, concurrency=2), uuids, processes=2
+            settings(server, tmp_path, concurrency=3), uuids, processes=3
         ) as results:
             while len(worker_processes()) < 2 or not any(tmp_path.glob("*/.big.glb.part")):
                 await anyio.sleep(0.02)
             for worker in worker_processes():
                 worker.send_signal(signal.SIGKILL)
             got = [r async for r in results]
-    assert 0 < len(got) < len(uuids)
-    assert all(isinstance(r.error, WorkerError) for r in got)
+    assert sorted(r.task_uuid for r in got) == sorted(uuids)
+    lost = [r for r in got if not r.ok]
+    assert 0 < len(lost) <= 6  # at most what the two workers held
+    assert all(isinstance(r.error, WorkerError) for r in lost)
+    assert worker_processes() == []
 
 
 async def test_a_shard_that_fails_whole_raises_its_error(tmp_path: Path) -> None:
@@ -152,7 +156,7 @@ async def test_the_key_reaches_workers_only_through_the_pipe(
     os.environ["RODIN_API_KEY"] = server.api_key  # as a user would have it
     try:
         async with open_shards(settings(server, tmp_path), slow, processes=2) as results:
-            while len(worker_processes()) < 2:
+            while not worker_processes():
                 await anyio.sleep(0.02)
             for worker in worker_processes():
                 assert server.api_key not in " ".join(worker.cmdline())

@@ -22,7 +22,7 @@ from rich.markup import escape
 
 import rodin_async
 from rodin_async import AsyncRodin, TaskDownload
-from rodin_async._processes import WorkerError, open_shards
+from rodin_async._processes import open_shards
 from rodin_async._shard import ClientSettings, ShardSettings
 
 from ._common import (
@@ -118,18 +118,15 @@ async def _download(
 ) -> None:
     shard = ShardSettings(settings, job.dest, overwrite=job.overwrite, check=job.check)
     api = _api(settings, job)
-    try:
-        async with open_shards(
-            shard, job.uuids, processes=job.processes, on_progress=tally.on_event
-        ) as results:
-            with _progress(tally, output, title):
-                async for result in results:
-                    tally.record(result)
-                    if (stop := _stop_reason(result, api)) is not None:
-                        raise stop  # every other task would fail the same way
-                    output.task_done(result)
-    except WorkerError as exc:  # every worker process died: the rest can't start
-        tally.aborted = first_line(exc)
+    async with open_shards(
+        shard, job.uuids, processes=job.processes, on_progress=tally.on_event
+    ) as results:
+        with _progress(tally, output, title):
+            async for result in results:
+                tally.record(result)
+                if (stop := _stop_reason(result, api)) is not None:
+                    raise stop  # every other task would fail the same way
+                output.task_done(result)
 
 
 @contextlib.contextmanager
@@ -197,11 +194,6 @@ def _exit_code(tally: Tally, console: Console) -> int:
             "as hidden .part files and resume when you run the same command again"
         )
         return exit_code_for(tally.stopped_by)
-    if tally.aborted is not None:
-        console.print(
-            f"[red]stopped:[/] {escape(tally.aborted)}; finished files are complete, partial "
-            "ones resume when you run the same command again"
-        )
     return EXIT_FAILED if tally.failed or tally.inputs_rejected else EXIT_OK
 
 

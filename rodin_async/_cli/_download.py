@@ -34,8 +34,9 @@ Processes = Annotated[
         "--processes",
         min=1,
         metavar="N",
-        help="Worker processes, each with its own event loop and connections, sharing the "
-        "tasks and the -j transfers (one event loop uses at most one core). Default: one "
+        help="Processes downloading (this one and N-1 workers), each with its own event loop "
+        "and connections, sharing the tasks and the -j transfers (one event loop uses at "
+        "most one core). Default: one "
         f"per core, but at most one per {TASKS_PER_PROCESS} tasks and per "
         f"{SLOTS_PER_PROCESS} transfers (so 1 for short lists).",
         show_default=False,

@@ -61,7 +61,6 @@ class Tally:
     active: dict[Path, Transfer] = attrs.Factory(dict)
     results: list[TaskDownload] = attrs.Factory(list)
     stopped_by: int | None = None  # the signal that interrupted the run
-    aborted: str | None = None  # why it ended early otherwise (every worker process died)
     finished_at: float | None = None
     _samples: deque[tuple[float, int]] = attrs.field(factory=deque, init=False)
     # Files and bytes completed so far per task in flight, to tell them from kept ones.
@@ -141,9 +140,8 @@ class Tally:
 
     @property
     def interrupted(self) -> bool:
-        """Whether a signal (Ctrl-C, SIGTERM), or the loss of every worker process, stopped
-        the run before every task finished."""
-        return self.stopped_by is not None or self.aborted is not None
+        """Whether a signal (Ctrl-C, SIGTERM) stopped the run before every task finished."""
+        return self.stopped_by is not None
 
     @property
     def files_expected(self) -> int:
