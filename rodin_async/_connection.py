@@ -80,12 +80,12 @@ class FileConnection(httpcore.AsyncConnectionInterface):
             self._stream = stream
             parser = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
             await self._send(stream, parser, request, timeouts.get("write"))
-            head = await _receive_head(stream, parser, timeouts.get("read"))
+            head, rest = await _receive_head(stream, parser, timeouts.get("read"))
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self.aclose()
             raise
-        body = _Body(self, stream, parser, head, request.method, timeouts.get("read"))
+        body = _Body(self, stream, parser, (head, rest), request.method, timeouts.get("read"))
         return httpcore.Response(
             status=head.status_code,
             headers=head.headers.raw_items(),
@@ -179,21 +179,42 @@ class FileConnection(httpcore.AsyncConnectionInterface):
 
 async def _receive_head(
     stream: httpcore.AsyncNetworkStream, parser: h11.Connection, read_timeout: float | None
-) -> h11.Response:
+) -> tuple[h11.Response, bytes]:
+    """The response head, and the bytes read after it that h11 has not been given.
+
+    h11 is handed a read only up to the end of a head: given the whole read, it would
+    copy the body bytes in it into its buffer, and out again as trailing data.
+    """
+    rest = b""
     while True:
-        event = await _next_event(stream, parser, read_timeout, head=True)
-        if isinstance(event, h11.Response):
-            return event
-        if not isinstance(event, h11.InformationalResponse):  # 1xx: wait for the answer
+        try:
+            event = parser.next_event()
+        except h11.ProtocolError as exc:
+            raise _mapped(exc) from exc
+        if event is h11.NEED_DATA:
+            data = rest or await stream.read(_READ, timeout=read_timeout)
+            if not data:
+                raise httpcore.RemoteProtocolError(
+                    "Server disconnected without sending a response."
+                )
+            end = data.find(b"\r\n\r\n")
+            data, rest = (data[: end + 4], data[end + 4 :]) if end >= 0 else (data, b"")
+            _feed(parser, data)
+        elif isinstance(event, h11.Response):
+            return event, rest
+        elif not isinstance(event, h11.InformationalResponse):  # 1xx: wait for the answer
             raise httpcore.RemoteProtocolError(f"unexpected {type(event).__name__}")
 
 
+def _feed(parser: h11.Connection, data: bytes) -> None:
+    try:
+        parser.receive_data(data)
+    except h11.ProtocolError as exc:
+        raise _mapped(exc) from exc
+
+
 async def _next_event(
-    stream: httpcore.AsyncNetworkStream,
-    parser: h11.Connection,
-    read_timeout: float | None,
-    *,
-    head: bool = False,
+    stream: httpcore.AsyncNetworkStream, parser: h11.Connection, read_timeout: float | None
 ) -> h11.Event | type[h11.PAUSED]:
     while True:
         try:
@@ -202,13 +223,7 @@ async def _next_event(
             raise _mapped(exc) from exc
         if event is not h11.NEED_DATA:
             return event  # type: ignore[return-value]  # narrowed by the test above
-        data = await stream.read(_READ, timeout=read_timeout)
-        if not data and head:
-            raise httpcore.RemoteProtocolError("Server disconnected without sending a response.")
-        try:
-            parser.receive_data(data)
-        except h11.ProtocolError as exc:
-            raise _mapped(exc) from exc
+        _feed(parser, await stream.read(_READ, timeout=read_timeout))
 
 
 def _counted_length(head: h11.Response, method: bytes) -> int | None:
@@ -237,14 +252,14 @@ class _Body:
         connection: FileConnection,
         stream: httpcore.AsyncNetworkStream,
         parser: h11.Connection,
-        head: h11.Response,
+        answer: tuple[h11.Response, bytes],  # the head, and body bytes read with it
         method: bytes,
         timeout: float | None,
     ) -> None:
         self._connection = connection
         self._stream = stream
         self._parser = parser
-        self._head = head
+        self._head, self._rest = answer
         self._method = method
         self._timeout = timeout
         self._reusable = False
@@ -257,10 +272,10 @@ class _Body:
             yield chunk
 
     async def _counted(self, length: int) -> AsyncIterator[bytes]:
-        """Exactly *length* bytes: what h11 already holds, then straight from the socket."""
-        prefix, _ = self._parser.trailing_data
+        """Exactly *length* bytes: what was read with the head, then straight from the socket."""
+        held, _ = self._parser.trailing_data  # when a head came split, h11 holds some too
         remaining, extra = length, False
-        data: bytes = prefix
+        data: bytes = held + self._rest if held else self._rest
         while True:
             if len(data) > remaining:  # bytes beyond the body: the connection can't be reused
                 data, extra = data[:remaining], True
@@ -279,6 +294,8 @@ class _Body:
 
     async def _parsed(self) -> AsyncIterator[bytes]:
         """Any other framing, read by h11 as httpcore would."""
+        if self._rest:
+            _feed(self._parser, self._rest)
         while True:
             event = await _next_event(self._stream, self._parser, self._timeout)
             if isinstance(event, h11.Data):

@@ -115,3 +115,38 @@ async def test_an_interim_answer_is_skipped() -> None:
     """A 100 Continue before the answer is passed over."""
     server = Server(responder(b"HTTP/1.1 100 Continue\r\n\r\n" + OK, OK))
     assert await get_twice(server) == [b"hello", b"hello"]
+
+
+@pytest.mark.parametrize("cut", [1, 17, 36, 37, 38, 39, 40])  # status line, headers, blank line
+@pytest.mark.parametrize(
+    ("answer", "content"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nab\r\n\r\ncd\r\n\r\n",
+            b"ab\r\n\r\ncd\r\n\r\n",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nab\r\n\r\n\r\n0\r\n\r\n",
+            b"ab\r\n\r\n",
+        ),
+        (b"HTTP/1.1 100 Continue\r\n\r\n" + OK, b"hello"),
+    ],
+    ids=["counted", "chunked", "interim"],
+)
+async def test_a_head_in_pieces_and_blank_lines_in_the_body(
+    answer: bytes, content: bytes, cut: int
+) -> None:
+    """A head split anywhere across reads, and a body holding CRLF CRLF: bytes exact."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):
+            await read_request(reader)
+            writer.write(answer[:cut])
+            await writer.drain()
+            await asyncio.sleep(0.01)  # the client reads the first piece alone
+            writer.write(answer[cut:])
+            await writer.drain()
+
+    server = Server(handler)
+    assert await get_twice(server) == [content, content]
+    assert server.connections == 1
