@@ -63,10 +63,11 @@ _WORKER_COMMAND = (
 )
 
 
-# --processes' default: a worker costs ~0.4 CPU s to start (imports) and ~0.5 s before its
-# first transfer, so it pays only with enough work: 100 tasks per process (the Rodin mix:
-# ~5 s of one process's work), and 2 transfers per process at least.
-TASKS_PER_PROCESS = 100
+# --processes' default: a worker costs ~0.3 CPU s to start (imports) and ~0.35 s before
+# its first transfer (the parent downloads meanwhile), so it pays only with enough work:
+# on the Rodin mix two processes broke even at 50 tasks and won 5 % at 100 (lost 17 % at
+# 20); so 50 tasks per process, and 2 transfers per process at least.
+TASKS_PER_PROCESS = 50
 SLOTS_PER_PROCESS = 2
 _CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
 _CGROUP_V1 = Path("/sys/fs/cgroup/cpu")

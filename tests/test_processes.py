@@ -180,7 +180,8 @@ async def test_one_task_runs_here_without_workers(server: FakeRodin, tmp_path: P
     ("cores", "tasks", "concurrency", "expected"),
     [
         (2, 200, 8, 2),  # the Rodin mix on this 2-core machine
-        (2, 150, 8, 1),  # under 100 tasks per process: one
+        (2, 99, 8, 1),  # under 50 tasks per process: one
+        (2, 100, 8, 2),
         (16, 10_000, 8, 4),  # two transfers per process at least
         (16, 10_000, 64, 16),
         (1, 10_000, 64, 1),
@@ -190,7 +191,7 @@ async def test_one_task_runs_here_without_workers(server: FakeRodin, tmp_path: P
 def test_the_default_pays_for_its_processes(
     monkeypatch: pytest.MonkeyPatch, cores: int, tasks: int, concurrency: int, expected: int
 ) -> None:
-    """One process per core, but at most one per 100 tasks and per 2 transfers; at least 1."""
+    """One process per core, but at most one per 50 tasks and per 2 transfers; at least 1."""
     monkeypatch.setattr(_processes, "usable_cores", lambda: cores)
     assert _processes.default_processes(tasks, concurrency) == expected
 
