@@ -83,6 +83,11 @@ class Stack:
     count: int
 
 
+# A pool thread waiting for work (in C, SimpleQueue.get) is sampled as if it ran: py-spy's
+# idle test misses it on some kernels. Such samples are dropped, not charged to the pool.
+_IDLE_LEAVES = ("_worker (concurrent/futures/thread.py",)
+
+
 def parse(lines: Iterable[str]) -> list[Stack]:
     stacks = []
     for line in lines:
@@ -90,6 +95,8 @@ def parse(lines: Iterable[str]) -> list[Stack]:
         if not body or not count.isdigit():
             continue
         frames = tuple(body.split(";"))
+        if frames[-1].startswith(_IDLE_LEAVES):
+            continue
         thread = frames[0] if frames[0].startswith("thread (") else "all threads"
         if frames[0].startswith("thread ("):
             frames = frames[1:]
@@ -134,7 +141,8 @@ def _source_path(where: str) -> str | None:
 
 def event_loop_threads(stacks: list[Stack]) -> set[str]:
     """Threads whose stacks run an event loop (the others are worker threads)."""
-    marks = ("run_forever", "run_until_complete", "uvloop", "base_events.py", "runners.py")
+    # Not base_events.py: pool threads call call_soon_threadsafe in it after every hop.
+    marks = ("run_forever", "run_until_complete", "_run_once", "uvloop/__init__.py")
     return {s.thread for s in stacks if any(m in f for f in s.frames for m in marks)}
 
 
