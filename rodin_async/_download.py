@@ -48,7 +48,7 @@ from ._headers import (
     unsatisfied_length,
 )
 from ._http import FileHosts
-from ._manifest import FileCheck, all_intact, forget, intact_files, write_manifest
+from ._manifest import FileCheck, Hashes, all_intact, forget, intact_files, write_manifest
 from ._models import DownloadedFile, ResultFile, TaskDownload
 from ._progress import (
     CallbackError,
@@ -170,14 +170,15 @@ class Downloader:
         overwrite: bool,
         check: FileCheck,
     ) -> TaskDownload:
-        if not overwrite and (done := await _finished_earlier(dest, task_uuid, check)):
+        hashes: Hashes = {}  # a file hashed before the lock is not hashed again under it
+        if not overwrite and (done := await _finished_earlier(dest, task_uuid, check, hashes)):
             return TaskDownload(task_uuid, dest / task_uuid, done, skipped=True)
         files = await lister(task_uuid)
         emit(TaskStarted(task_uuid, len(files)))
         names = unique_names(f.name for f in files)
         wanted = frozenset(zip((f.name for f in files), names, strict=True))
         # Only now, with files to fetch, does the task get a folder.
-        folder, claim = await _claim(dest, task_uuid, wanted, check, overwrite)
+        folder, claim = await _claim(dest, task_uuid, wanted, (check, hashes), overwrite)
         try:
             result = await self._fetch(task_uuid, folder, files, names, claim, lister, emit)
         except BaseException:
@@ -451,15 +452,18 @@ async def _finish(
     )
 
 
-async def _finished_earlier(dest: Path, task_uuid: str, check: FileCheck) -> list[DownloadedFile]:
-    """The files of a task an earlier run completed, if they all still match its manifest."""
+async def _finished_earlier(
+    dest: Path, task_uuid: str, check: FileCheck, hashes: Hashes
+) -> list[DownloadedFile]:
+    """The files of a task an earlier run completed, if they all still match its manifest
+    (the digests computed on the way are added to *hashes*)."""
 
     def look() -> list[DownloadedFile]:
         folder = TaskFolder.existing(dest, task_uuid)
         if folder is None:
             return []
         try:
-            return all_intact(folder, task_uuid, check) or []
+            return all_intact(folder, task_uuid, check, hashes) or []
         finally:
             folder.close()
 
@@ -474,11 +478,14 @@ class _Claim:
     leftovers: frozenset[str]  # file names with a .part or .meta beside them
 
 
+_Check = tuple[FileCheck, Hashes]  # how to check kept files, and digests known already
+
+
 async def _claim(
     dest: Path,
     task_uuid: str,
     wanted: frozenset[tuple[str, str]],
-    check: FileCheck,
+    check: _Check,
     overwrite: bool,
 ) -> tuple[TaskFolder, _Claim]:
     """Open (or create) the task folder and wait for its lock; what it holds.
@@ -501,7 +508,7 @@ def _make_and_claim(
     dest: Path,
     task_uuid: str,
     wanted: frozenset[tuple[str, str]],
-    check: FileCheck,
+    check: _Check,
     overwrite: bool,
 ) -> tuple[TaskFolder, _Claim | None]:
     folder = TaskFolder.make(dest, task_uuid)
@@ -516,14 +523,14 @@ def _try_claim(
     folder: TaskFolder,
     task_uuid: str,
     wanted: frozenset[tuple[str, str]],
-    check: FileCheck,
+    check: _Check,
     overwrite: bool,
 ) -> _Claim | None:
     """Take the lock if free (blocking): None if another process holds it."""
     if not folder.try_lock():
         return None
     names = folder.sweep_temps()  # a writer killed mid-write left them; we own the folder now
-    kept = [] if overwrite else intact_files(folder, task_uuid, check)
+    kept = [] if overwrite else intact_files(folder, task_uuid, *check)
     if not wanted <= {(f.name, f.path.name) for f in kept}:
         forget(folder)  # files are about to change: the manifest no longer describes them
     return _Claim(kept, leftovers(names))

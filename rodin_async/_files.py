@@ -256,11 +256,19 @@ class TaskFolder:
 
     def regular_size(self, name: str) -> int | None:
         """The size of *name* if it is a plain file (not a link), else None."""
+        identity = self.identity(name)
+        return identity[1] if identity is not None else None
+
+    def identity(self, name: str) -> tuple[int, int, int, int] | None:
+        """(inode, size, mtime, ctime in ns) of *name* if it is a plain file (not a link),
+        else None: any write to the file changes it."""
         try:
             st = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
         except OSError:
             return None
-        return st.st_size if stat.S_ISREG(st.st_mode) else None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
     def open_read(self, name: str) -> io.BufferedReader:
         """Open *name* for reading, refusing links."""

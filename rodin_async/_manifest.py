@@ -24,6 +24,10 @@ MANIFEST_NAME = ".rodin-manifest.json"
 _VERSION = 1
 _MAX_BYTES = 16 << 20  # far more than any task's list; a bigger file is not ours
 
+Hashes = dict[str, tuple[tuple[int, int, int, int], str]]
+"""SHA-256s computed while checking files: file name -> (its `TaskFolder.identity` then,
+hex digest). A later check of the same, unchanged file reuses the digest."""
+
 FileCheck = Literal["size", "sha256"]
 """How files an earlier run downloaded are checked before they are kept: by size, or
 also by SHA-256 (reads every file)."""
@@ -57,24 +61,32 @@ def write_manifest(folder: TaskFolder, task_uuid: str, files: Sequence[Downloade
     folder.write_atomically(MANIFEST_NAME, body.encode())
 
 
-def intact_files(folder: TaskFolder, task_uuid: str, check: FileCheck) -> list[DownloadedFile]:
+def intact_files(
+    folder: TaskFolder, task_uuid: str, check: FileCheck, hashes: Hashes | None = None
+) -> list[DownloadedFile]:
     """The files the manifest records that are still intact on disk (blocking).
 
-    Sizes are always compared; hashes too when *check* is ``"sha256"``. A file that is
-    a link, or not a plain file, is not intact.
+    Sizes are always compared; hashes too when *check* is ``"sha256"`` (reusing those in
+    *hashes* of files unchanged since, and adding the new ones). A file that is a link, or
+    not a plain file, is not intact.
     """
     entries = read_entries(folder, task_uuid) or []
     return [
         DownloadedFile(e.name, folder.path / e.file, e.size, e.sha256, attempts=0)
         for e in entries
-        if _intact(folder, e, check)
+        if _intact(folder, e, check, hashes)
     ]
 
 
-def all_intact(folder: TaskFolder, task_uuid: str, check: FileCheck) -> list[DownloadedFile] | None:
-    """Every file the manifest records, if all are intact; None otherwise (blocking)."""
+def all_intact(
+    folder: TaskFolder, task_uuid: str, check: FileCheck, hashes: Hashes | None = None
+) -> list[DownloadedFile] | None:
+    """Every file the manifest records, if all are intact; None otherwise (blocking).
+
+    *hashes* as for `intact_files`.
+    """
     entries = read_entries(folder, task_uuid)
-    if entries is None or not all(_intact(folder, e, check) for e in entries):
+    if entries is None or not all(_intact(folder, e, check, hashes) for e in entries):
         return None
     return [
         DownloadedFile(e.name, folder.path / e.file, e.size, e.sha256, attempts=0)
@@ -87,10 +99,19 @@ def forget(folder: TaskFolder) -> None:
     folder.unlink(MANIFEST_NAME)
 
 
-def _intact(folder: TaskFolder, entry: Entry, check: FileCheck) -> bool:
-    if folder.regular_size(entry.file) != entry.size:
+def _intact(folder: TaskFolder, entry: Entry, check: FileCheck, hashes: Hashes | None) -> bool:
+    identity = folder.identity(entry.file)
+    if identity is None or identity[1] != entry.size:
         return False
-    return check != "sha256" or folder.sha256(entry.file) == entry.sha256
+    if check != "sha256":
+        return True
+    known = (hashes or {}).get(entry.file)
+    if known is not None and known[0] == identity:
+        return known[1] == entry.sha256
+    digest = folder.sha256(entry.file)
+    if hashes is not None:
+        hashes[entry.file] = (identity, digest)
+    return digest == entry.sha256
 
 
 def read_entries(folder: TaskFolder, task_uuid: str) -> list[Entry] | None:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from rodin_async import AsyncRodin, DestinationError, FileStarted, ProgressEvent, RetryPolicy
+from rodin_async._files import TaskFolder
 from rodin_async.testing import FakeRodin, Fault
 
 from .helpers import LOCK, MANIFEST, assert_complete, plant_part
@@ -186,6 +187,32 @@ async def test_only_missing_files_are_downloaded_again(
     assert [r.file_name for r in server.file_requests(task)] == ["preview.webp"]
     assert not result.skipped
     assert [f.attempts for f in result.files] == [0, 1, 0]
+
+
+async def test_with_sha256_a_kept_file_is_hashed_once(
+    server: FakeRodin, rodin: AsyncRodin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One file damaged in place: each file is hashed once, not once before the task's
+    lock and again under it; only the damaged one is fetched."""
+    task = server.add_task({**FILES, "extra.json": 500})
+    await rodin.download(task, tmp_path)
+    damaged = tmp_path / task / "preview.webp"
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 0xFF  # same size: only the hash can tell
+    damaged.write_bytes(data)
+    hashed: list[str] = []
+    real = TaskFolder.sha256
+
+    def counting(folder: TaskFolder, name: str) -> str:
+        hashed.append(name)
+        return real(folder, name)
+
+    monkeypatch.setattr(TaskFolder, "sha256", counting)
+    server.reset_requests()
+    result = await rodin.download(task, tmp_path, check="sha256")
+    assert_complete(server, result)
+    assert [r.file_name for r in server.file_requests(task)] == ["preview.webp"]
+    assert sorted(hashed) == ["extra.json", "model.glb", "preview.webp"]
 
 
 async def test_a_task_that_fails_to_list_leaves_no_folder(
