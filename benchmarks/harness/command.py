@@ -155,6 +155,10 @@ def _resolve(args: argparse.Namespace) -> None:
     args.netns = [(x.strip(), netns.parse_rate(x)) for x in rates]
     args.netns_tools = by_keys(_keys(args.netns_tools, TOOL_KEYS, "tool"))
     args.netns_reps = args.netns_reps or args.reps
+    if args.netns:  # checked now, not after the hour of loopback runs that come first
+        missing = netns.missing_prerequisites(offload=args.netns_offload)
+        if missing:
+            raise SystemExit(f"--netns can't run here: {missing}")
 
 
 def _terminate(signum: int, frame: object) -> None:

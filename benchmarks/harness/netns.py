@@ -35,6 +35,20 @@ def _run(*argv: str, check: bool = True) -> str:
     return p.stdout
 
 
+def missing_prerequisites(*, offload: bool) -> str | None:
+    """What a packet-path run would lack on this machine (root, ip, tc, ethtool), or None."""
+    if os.geteuid() != 0:
+        return "a network namespace needs root (run the benchmark as root)"
+    tools = ["ip", "tc"] + ([] if offload else ["ethtool"])
+    absent = [t for t in tools if not shutil.which(t)]
+    if absent:
+        return (
+            f"{', '.join(absent)} not found (apt-get install -y iproute2 ethtool; "
+            "--netns-offload does without ethtool)"
+        )
+    return None
+
+
 def parse_rate(text: str) -> int | None:
     """Bits per second from ``500mbit``, ``1gbit``, ``0.5gbit``; None for ``none``."""
     if text in ("none", "uncapped", "0"):
