@@ -91,6 +91,7 @@ logger = logging.getLogger("rodin_async")
 DEFAULT_BASE_URL = "https://hyperhuman.deemos.com/api/v2"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _AUTH_CODES = frozenset({"UNAUTHORIZED", "INVALID_API_KEY", "FORBIDDEN"})
+_USER_AGENT = f"rodin-async/{__version__}"
 _API_READ_SIZE = 64 << 10  # an answer is a few KiB; a file host gets 1 MiB per connection
 
 E = TypeVar("E", bound=Envelope)
@@ -173,7 +174,7 @@ class AsyncRodin:
             read_size=_API_READ_SIZE,
             base_url=self._base_url,
             auth=_BearerAuth(key, self._base_url),
-            headers={"User-Agent": _user_agent()},
+            headers={"User-Agent": _USER_AGENT},
             timeout=timeout,
             transport=transport,
             verify=tls,
@@ -188,7 +189,7 @@ class AsyncRodin:
             trust_env=trust_env,
             transport=_Replayable(transport) if transport else None,
             max_connections=2 * max_concurrency,
-            user_agent=_user_agent(),
+            user_agent=_USER_AGENT,
         )
         self._downloader = Downloader(
             hosts=hosts, limiter=anyio.CapacityLimiter(max_concurrency), retry=self._retry
@@ -815,7 +816,3 @@ class _Replayable(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
-
-
-def _user_agent() -> str:
-    return f"rodin-async/{__version__}"

@@ -187,10 +187,7 @@ async def _receive_head(
     """
     rest = b""
     while True:
-        try:
-            event = parser.next_event()
-        except h11.ProtocolError as exc:
-            raise _mapped(exc) from exc
+        event = _next(parser)
         if event is h11.NEED_DATA:
             data = rest or await stream.read(_READ, timeout=read_timeout)
             if not data:
@@ -206,6 +203,13 @@ async def _receive_head(
             raise httpcore.RemoteProtocolError(f"unexpected {type(event).__name__}")
 
 
+def _next(parser: h11.Connection) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+    try:
+        return parser.next_event()
+    except h11.ProtocolError as exc:
+        raise _mapped(exc) from exc
+
+
 def _feed(parser: h11.Connection, data: bytes) -> None:
     try:
         parser.receive_data(data)
@@ -217,10 +221,7 @@ async def _next_event(
     stream: httpcore.AsyncNetworkStream, parser: h11.Connection, read_timeout: float | None
 ) -> h11.Event | type[h11.PAUSED]:
     while True:
-        try:
-            event = parser.next_event()
-        except h11.ProtocolError as exc:
-            raise _mapped(exc) from exc
+        event = _next(parser)
         if event is not h11.NEED_DATA:
             return event  # type: ignore[return-value]  # narrowed by the test above
         _feed(parser, await stream.read(_READ, timeout=read_timeout))

@@ -173,6 +173,7 @@ _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a planted FIFO must not hang the open
 _CREATE_NEW = os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
 LOCK_NAME = ".rodin.lock"
+Identity = tuple[int, int, int, int]  # a plain file's inode, size, mtime and ctime (ns)
 _TEMP = re.compile(r"\.[0-9a-f]{16}\.tmp")
 
 
@@ -259,7 +260,7 @@ class TaskFolder:
         identity = self.identity(name)
         return identity[1] if identity is not None else None
 
-    def identity(self, name: str) -> tuple[int, int, int, int] | None:
+    def identity(self, name: str) -> Identity | None:
         """(inode, size, mtime, ctime in ns) of *name* if it is a plain file (not a link),
         else None: any write to the file changes it."""
         try:

@@ -17,14 +17,14 @@ from typing import Literal
 import attrs
 
 from ._errors import ConfigurationError
-from ._files import TaskFolder, safe_name
+from ._files import Identity, TaskFolder, safe_name
 from ._models import DownloadedFile
 
 MANIFEST_NAME = ".rodin-manifest.json"
 _VERSION = 1
 _MAX_BYTES = 16 << 20  # far more than any task's list; a bigger file is not ours
 
-Hashes = dict[str, tuple[tuple[int, int, int, int], str]]
+Hashes = dict[str, tuple[Identity, str]]
 """SHA-256s computed while checking files: file name -> (its `TaskFolder.identity` then,
 hex digest). A later check of the same, unchanged file reuses the digest."""
 

@@ -18,8 +18,8 @@ Leaving `open_shards` tells the workers to stop; they cancel what runs, keeping
 ``.part`` files, report, and exit (after `STOP_GRACE` seconds they are killed). A worker
 that dies (SIGKILL, out of memory) closes its stdout: its unfinished tasks fail with
 `WorkerError` and the other shards go on with the rest. A worker whose parent dies sees
-its stdin end and stops. The API key travels inside the pickled settings, through the pipe: never in
-argv or in a worker's environment.
+its stdin end and stops. The API key travels inside the pickled settings, through the
+pipe: never in argv or in a worker's environment.
 """
 
 from __future__ import annotations
@@ -192,6 +192,7 @@ class _Worker:
 class _Here:
     """The shard that runs in this process: fed and topped up exactly like a worker."""
 
+    settings: ShardSettings  # its share of the limits
     window: int
     inbox: MemoryObjectSendStream[str]
     uuids: MemoryObjectReceiveStream[str]  # what its download_many reads
@@ -203,7 +204,7 @@ class _Here:
     @classmethod
     def for_share(cls, share: ShardSettings) -> _Here:
         inbox, uuids = anyio.create_memory_object_stream[str](math.inf)  # bounded by the window
-        return cls(_window(share), inbox, uuids)
+        return cls(share, _window(share), inbox, uuids)
 
     async def send(self, message: object) -> None:
         """Take a worker's message: more tasks, End (finish them) or Stop (cancel them)."""
@@ -238,7 +239,8 @@ class _Input:
 
 
 class _Pool:
-    """The workers of one run: spawning, feeding, reading their reports, stopping them."""
+    """The shards of one run: spawning the workers, feeding every shard, running the one
+    here, reading the workers' reports, stopping them all."""
 
     def __init__(
         self,
@@ -251,8 +253,7 @@ class _Pool:
         self.input = _Input(uuids)
         self.emit = on_progress
         self.processes = processes
-        self.here_settings = self._share(0)
-        self.here = _Here.for_share(self.here_settings)
+        self.here = _Here.for_share(self._share(0))
         self.workers: list[_Worker] = []
         self.send: MemoryObjectSendStream[TaskDownload]
         self.receive: MemoryObjectReceiveStream[TaskDownload]
@@ -260,7 +261,7 @@ class _Pool:
         self.failure: RodinError | None = None
         self.stopping = False
         self.supervising = False
-        self.done = anyio.Event()  # every worker's stdout has ended
+        self.done = anyio.Event()  # the shard here and every worker's stdout have ended
 
     @property
     def shards(self) -> list[_Here | _Worker]:
@@ -306,7 +307,7 @@ class _Pool:
         here = self.here
         try:
             with here.scope, here.uuids:
-                async with open_shard(self.here_settings, here.uuids, self.emit) as results:
+                async with open_shard(here.settings, here.uuids, self.emit) as results:
                     async for result in results:
                         _settle(here, result)
                         await self._deliver(result, announced=True)
@@ -314,7 +315,7 @@ class _Pool:
         except RodinError as exc:  # the shard as a whole failed, as a worker's Fatal
             if self.failure is None:
                 self.failure = exc
-            await self._stop_workers()
+            await self._stop_shards()
         finally:
             here.alive = False
 
@@ -329,7 +330,7 @@ class _Pool:
                 await self._feed(worker)
             elif isinstance(message, Fatal) and self.failure is None:
                 self.failure = message.error  # raised once every worker has stopped
-                await self._stop_workers()
+                await self._stop_shards()
         await self._ended(worker)
 
     async def _prime(self) -> None:
@@ -409,7 +410,7 @@ class _Pool:
         # The rest of the input goes to the shards still running; the one here runs until
         # the input ends, so there always is one.
 
-    async def _stop_workers(self) -> None:
+    async def _stop_shards(self) -> None:
         """Tell every live shard to stop; from now on results are dropped."""
         self.stopping = True
         for worker in self.shards:
@@ -423,7 +424,7 @@ class _Pool:
         if not self.supervising:  # spawning failed: nobody reads the workers
             self.done.set()
         with anyio.move_on_after(STOP_GRACE):
-            await self._stop_workers()
+            await self._stop_shards()
             await self.done.wait()
         for worker in self.workers:
             if worker.process.returncode is None:
